@@ -1,0 +1,87 @@
+"""The application factory: the one place that wires every layer together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+import actors.routes
+import fedi.web.routes
+import inbox.routes
+import outbox.routes
+from actors.keys import KeyCache
+from actors.local import ensure_instance_actor
+from fedi import __version__
+from fedi.config import Config
+from fedi.context import CTX, Context
+from fedi.db import Database
+from fedi.errors import error_middleware
+from fedi.http_client import HttpClient, Signer
+from fedi.signatures import load_private_key
+from inbox.worker import InboxWorker
+from outbox.delivery import DeliveryWorker
+
+log = logging.getLogger("fedi")
+
+DELIVERY_WORKER = web.AppKey("fedi_delivery_worker", DeliveryWorker)
+INBOX_WORKER = web.AppKey("fedi_inbox_worker", InboxWorker)
+
+
+def user_agent(config: Config) -> str:
+    return f"fedi/{__version__} (+{config.base_url}/)"
+
+
+async def open_context(config: Config, host_map: dict[str, str] | None = None) -> Context:
+    """Open the database and the HTTP client; used by the server and by CLI commands that federate."""
+    db = await Database.open(config.database_path)
+    actor_id = await ensure_instance_actor(db, config.base_url, config.instance.domain)
+    row = await db.fetchone("SELECT public_key_id, private_key_pem FROM accounts WHERE id = ?", (actor_id,))
+    assert row is not None
+    http = HttpClient(config.federation, user_agent(config), host_map=host_map)
+    await http.start()
+    return Context(
+        config=config,
+        db=db,
+        http=http,
+        keys=KeyCache(config.federation.key_cache_seconds),
+        instance_signer=Signer(row["public_key_id"], load_private_key(row["private_key_pem"])),
+        instance_actor_id=actor_id,
+    )
+
+
+async def close_context(ctx: Context) -> None:
+    await ctx.http.close()
+    await ctx.db.close()
+
+
+def create_app(config: Config, *, host_map: dict[str, str] | None = None, workers: bool = True) -> web.Application:
+    """Build the aiohttp application for one instance.
+
+    `host_map` maps test hostnames to loopback addresses for outgoing requests;
+    `workers=False` leaves the queues to be stepped by hand (tests call run_once()).
+    """
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        ctx = await open_context(config, host_map)
+        app[CTX] = ctx
+        inbox_worker = InboxWorker(ctx)
+        delivery_worker = DeliveryWorker(ctx)
+        app[INBOX_WORKER] = inbox_worker
+        app[DELIVERY_WORKER] = delivery_worker
+        if workers:
+            inbox_worker.start()
+            delivery_worker.start()
+        yield
+        await inbox_worker.stop()
+        await delivery_worker.stop()
+        await close_context(ctx)
+
+    app.cleanup_ctx.append(lifecycle)
+    actors.routes.setup(app)
+    inbox.routes.setup(app)
+    outbox.routes.setup(app)
+    fedi.web.routes.setup(app)
+    return app

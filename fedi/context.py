@@ -1,0 +1,51 @@
+"""The per-instance services every handler reaches through `request.app[CTX]`.
+
+One `Context` per running instance (never module-level state), so several
+instances can live in one process — the federation tests rely on that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from fedi.config import Config
+from fedi.db import Database
+from fedi.http_client import HttpClient, Signer
+
+if TYPE_CHECKING:
+    from actors.keys import KeyCache
+
+
+@dataclass
+class Context:
+    config: Config
+    db: Database
+    http: HttpClient
+    keys: "KeyCache"
+    #: The instance actor signs every outgoing GET (avoids signed-fetch deadlocks).
+    instance_signer: Signer
+    instance_actor_id: int
+    #: Set after a commit that queued work; the workers wait on these.
+    delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    inbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    @property
+    def domain(self) -> str:
+        return self.config.instance.domain
+
+    def wake_delivery(self) -> None:
+        self.delivery_wakeup.set()
+
+    def wake_inbox(self) -> None:
+        self.inbox_wakeup.set()
+
+
+CTX = web.AppKey("fedi_context", Context)

@@ -1,0 +1,64 @@
+"""Typed HTTP errors and the middleware that renders them.
+
+Handlers raise `HttpError(status, code, message)`; the middleware turns it into
+`{"error": message}` JSON for API and ActivityPub clients, or a short HTML page
+for browsers. Anything unexpected becomes a logged 500 with no internals shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from fedi.negotiation import wants_html
+
+log = logging.getLogger("fedi.errors")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpError(Exception):
+    """An error with the HTTP status and message the client should see."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _render(request: web.Request, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    if wants_html(request):
+        body = (
+            "<!doctype html><meta charset=utf-8><title>{s}</title>"
+            "<h1>{s}</h1><p>{m}</p>".format(s=status, m=_escape(message))
+        )
+        return web.Response(status=status, text=body, content_type="text/html", headers=headers)
+    return json_error(status, message, headers)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return _render(request, exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 413:
+            return _render(request, 413, "request body too large")
+        return _render(request, exc.status, exc.reason, {k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _render(request, 500, "internal server error")
