@@ -76,6 +76,22 @@ def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
     return None
 
 
+def redirect_target(current: URL, location: str | None, status: int) -> URL:
+    """Where a redirect points, refusing an https→http downgrade (D5).
+
+    The result still has to pass `HttpClient._target` (scheme, address guard).
+    """
+    if not location:
+        raise FetchError(status, "redirect without Location")
+    try:
+        new = current.join(URL(location))
+    except (ValueError, TypeError):
+        raise FetchError(status, "invalid redirect Location") from None
+    if current.scheme == "https" and new.scheme == "http":
+        raise FetchError(status, "redirect from https to http")
+    return new
+
+
 class HttpClient:
     """One aiohttp session with every outbound safeguard applied."""
 
@@ -176,16 +192,7 @@ class HttpClient:
         return bytes(buf)
 
     def _next_hop(self, current: URL, resp: aiohttp.ClientResponse) -> URL:
-        location = resp.headers.get("Location")
-        if not location:
-            raise FetchError(resp.status, "redirect without Location")
-        try:
-            new = current.join(URL(location))
-        except (ValueError, TypeError):
-            raise FetchError(resp.status, "invalid redirect Location") from None
-        if current.scheme == "https" and new.scheme == "http":
-            raise FetchError(resp.status, "redirect from https to http")
-        return self._target(new, resp.status)
+        return self._target(redirect_target(current, resp.headers.get("Location"), resp.status), resp.status)
 
     async def fetch_json(
         self, url: str, signer: Signer | None = None, accept: str = AS2_ACCEPT,
@@ -201,12 +208,13 @@ class HttpClient:
         target = self._target(url)
         final = url
         async with self._guard():
-            for hop in range(self.config.max_redirects + 1):
+            max_hops = max(0, self.config.max_redirects)
+            for hop in range(max_hops + 1):
                 headers = self._headers("GET", target, signer, accept=accept)
                 async with session.get(target, headers=headers, allow_redirects=False) as resp:
                     status = resp.status
                     if status in _REDIRECT_STATUSES:
-                        if hop == self.config.max_redirects:
+                        if hop == max_hops:
                             raise FetchError(status, "too many redirects")
                         target = self._next_hop(target, resp)
                         final = str(target)
