@@ -1,7 +1,177 @@
-"""Routes (being written)."""
+"""HTTP routes for actors: discovery, actor documents, their collections, profile pages.
+
+Actor URLs serve both audiences: ActivityPub clients get JSON, browsers the
+profile page, decided by the Accept header (INTEROP pitfall 8) with `Vary: Accept`
+so caches keep the two apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
+from actors import nodeinfo, webfinger
+from actors.collections import PAGE_SIZE, offset_page, ordered_collection, page_number, page_url
+from actors.documents import activity_response, actor_document, tombstone
+from actors.local import get_local_account
+from fedi.context import CTX, Context
+from fedi.db import Row
+from fedi.errors import HttpError
+from fedi.negotiation import wants_activity_json, wants_html
+from fedi.web.render import render
+
+VARY = {"Vary": "Accept"}
+PROFILE_STATUSES = 20
+INDEX_ACCOUNTS = 200
+
+
+async def _account(ctx: Context, username: str) -> Row:
+    """A local (non-instance) account by name, or 404."""
+    row = await get_local_account(ctx.db, username)
+    if row is None:
+        raise HttpError(404, "not found")
+    return row
+
+
+def _gone(request: web.Request, row: Row) -> web.Response:
+    """410 for a suspended account: a Tombstone for ActivityPub clients, an error otherwise."""
+    if wants_activity_json(request):
+        return activity_response(tombstone(row["uri"]), status=410, headers=VARY)
+    raise HttpError(410, "gone", headers=VARY)
+
+
+async def _profile_page(request: web.Request, ctx: Context, row: Row) -> web.Response:
+    counts = await ctx.db.fetchone(
+        """SELECT
+             (SELECT count(*) FROM follows WHERE target_account_id = :id AND state = 'accepted') AS followers,
+             (SELECT count(*) FROM follows WHERE account_id = :id AND state = 'accepted') AS following,
+             (SELECT count(*) FROM statuses WHERE account_id = :id AND deleted_at IS NULL) AS posts""",
+        {"id": row["id"]},
+    )
+    statuses = await ctx.db.fetchall(
+        """SELECT id, uri, url, content, summary, sensitive, published_at FROM statuses
+           WHERE account_id = ? AND local = 1 AND deleted_at IS NULL AND reblog_of_id IS NULL
+             AND visibility IN ('public', 'unlisted')
+           ORDER BY id DESC LIMIT ?""",
+        (row["id"], PROFILE_STATUSES),
+    )
+    context: dict[str, Any] = {
+        "instance": ctx.config.instance,
+        "base_url": ctx.base_url,
+        "account": row,
+        "display_name": row["display_name"] or row["username"],
+        "handle": f"@{row['username']}@{ctx.domain}",
+        "counts": counts,
+        "statuses": statuses,
+        "title": f"{row['display_name'] or row['username']} (@{row['username']}@{ctx.domain})",
+    }
+    return render("profile.html", context, headers=VARY)
+
+
+async def actor(request: web.Request) -> web.Response:
+    """GET /users/{username}: JSON unless a browser asked for HTML."""
+    ctx = request.app[CTX]
+    row = await _account(ctx, request.match_info["username"])
+    if row["suspended_at"] is not None:
+        return _gone(request, row)
+    if wants_html(request):
+        return await _profile_page(request, ctx, row)
+    return activity_response(actor_document(ctx.config, row), headers=VARY)
+
+
+async def profile(request: web.Request) -> web.Response:
+    """GET /@{username}: the HTML profile, or the actor JSON for an ActivityPub Accept."""
+    ctx = request.app[CTX]
+    row = await _account(ctx, request.match_info["username"])
+    if row["suspended_at"] is not None:
+        return _gone(request, row)
+    if wants_activity_json(request):
+        return activity_response(actor_document(ctx.config, row), headers=VARY)
+    return await _profile_page(request, ctx, row)
+
+
+async def instance_actor(request: web.Request) -> web.Response:
+    """GET /actor: always JSON and never behind a signature, so key fetches cannot deadlock."""
+    ctx = request.app[CTX]
+    row = await ctx.db.fetchone("SELECT * FROM accounts WHERE id = ?", (ctx.instance_actor_id,))
+    if row is None:
+        raise HttpError(404, "not found")
+    return activity_response(actor_document(ctx.config, row))
+
+
+async def _graph_collection(request: web.Request, column: str, other: str, url_column: str) -> web.Response:
+    """Followers (column=target_account_id) or following (column=account_id): accepted follows only."""
+    ctx = request.app[CTX]
+    row = await _account(ctx, request.match_info["username"])
+    if row["suspended_at"] is not None:
+        return _gone(request, row)
+    collection_id = row[url_column]
+    page = page_number(request)
+    total = int(await ctx.db.fetchval(
+        f"SELECT count(*) FROM follows WHERE {column} = ? AND state = 'accepted'", (row["id"],)
+    ) or 0)
+    if page is None:
+        return activity_response(ordered_collection(collection_id, total, page_url(collection_id, 1)))
+    rows = await ctx.db.fetchall(
+        f"""SELECT a.uri FROM follows f JOIN accounts a ON a.id = f.{other}
+            WHERE f.{column} = ? AND f.state = 'accepted'
+            ORDER BY f.id DESC LIMIT ? OFFSET ?""",
+        (row["id"], PAGE_SIZE, (page - 1) * PAGE_SIZE),
+    )
+    items = [r["uri"] for r in rows]
+    return activity_response(offset_page(collection_id, page, items, total))
+
+
+async def followers(request: web.Request) -> web.Response:
+    return await _graph_collection(request, "target_account_id", "account_id", "followers_url")
+
+
+async def following(request: web.Request) -> web.Response:
+    return await _graph_collection(request, "account_id", "target_account_id", "following_url")
+
+
+async def featured(request: web.Request) -> web.Response:
+    """GET /users/{username}/collections/featured: pinned posts (none until pins exist)."""
+    ctx = request.app[CTX]
+    row = await _account(ctx, request.match_info["username"])
+    if row["suspended_at"] is not None:
+        return _gone(request, row)
+    return activity_response(ordered_collection(row["featured_url"], 0, None))
+
+
+async def index(request: web.Request) -> web.Response:
+    """GET /: what this instance is, who is on it, and how to follow them."""
+    ctx = request.app[CTX]
+    accounts = await ctx.db.fetchall(
+        """SELECT username, display_name, url, uri FROM accounts
+           WHERE domain IS NULL AND actor_type != 'Application' AND suspended_at IS NULL AND discoverable = 1
+           ORDER BY lower(username) LIMIT ?""",
+        (INDEX_ACCOUNTS,),
+    )
+    context = {
+        "instance": ctx.config.instance,
+        "base_url": ctx.base_url,
+        "domain": ctx.domain,
+        "accounts": accounts,
+        "title": ctx.config.instance.name,
+    }
+    return render("index.html", context)
+
 
 def setup(app: web.Application) -> None:
-    pass
+    r = app.router
+    r.add_get("/.well-known/webfinger", webfinger.webfinger)
+    r.add_get("/.well-known/host-meta", webfinger.host_meta)
+    r.add_get("/.well-known/nodeinfo", nodeinfo.well_known)
+    for path in ("/.well-known/webfinger", "/.well-known/host-meta", "/.well-known/nodeinfo"):
+        r.add_route("OPTIONS", path, webfinger.preflight)
+    r.add_get("/nodeinfo/2.0", nodeinfo.nodeinfo_20)
+    r.add_get("/nodeinfo/2.1", nodeinfo.nodeinfo_21)
+    r.add_get("/actor", instance_actor)
+    r.add_get("/users/{username}", actor)
+    r.add_get("/users/{username}/followers", followers)
+    r.add_get("/users/{username}/following", following)
+    r.add_get("/users/{username}/collections/featured", featured)
+    r.add_get("/@{username}", profile)
+    r.add_get("/", index)

@@ -101,7 +101,7 @@ class HttpClient:
         self.config = config
         self.user_agent = user_agent
         self.policy = AddressPolicy(config.allow_private_networks)
-        self._host_map = dict(host_map or {})
+        self._host_map = host_map
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:

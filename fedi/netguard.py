@@ -160,7 +160,7 @@ class GuardedResolver(AbstractResolver):
     ) -> None:
         self.policy = policy
         self.base = base if base is not None else ThreadedResolver()
-        self.host_map = {k.lower(): v for k, v in (host_map or {}).items()}
+        self.host_map = host_map if host_map is not None else {}  # shared: tests add names later
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET

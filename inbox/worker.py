@@ -1,15 +1,100 @@
+"""Applies stored inbox activities, at least once, in arrival order.
+
+Rows are leased (`locked_until`) so a crash mid-handler leaves the row to be
+retried once the lease lapses; handlers are idempotent, so a retry is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from actors.remote import ActorError, get_actor
 from fedi.context import Context
+from fedi.jsonutil import loads_strict
+from inbox.handlers import HANDLERS
+from inbox.parse import ParseError
+
+log = logging.getLogger("fedi.inbox")
+
+LEASE_SECONDS = 60.0
+BATCH = 100
+MAX_ATTEMPTS = 5
 
 
 class InboxWorker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.clock: Callable[[], float] = time.time
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        pass
-
-    async def run_once(self) -> int:
-        return 0
+        self._task = asyncio.create_task(self._loop(), name="fedi-inbox-worker")
 
     async def stop(self) -> None:
-        pass
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                worked = await self.run_once()
+            except Exception:
+                log.exception("inbox worker pass failed")
+                worked = 0
+            if not worked:
+                self.ctx.inbox_wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.ctx.inbox_wakeup.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _lease(self) -> list[tuple[int, str, str, int]]:
+        at = self.clock()
+        async with self.ctx.db.write() as tx:
+            rows = await tx.fetchall(
+                "SELECT id, actor_uri, body, attempts FROM inbox_activities"
+                " WHERE state = 'queued' AND locked_until <= ? ORDER BY id LIMIT ?",
+                (at, BATCH),
+            )
+            await tx.executemany(
+                "UPDATE inbox_activities SET locked_until = ?, attempts = attempts + 1 WHERE id = ?",
+                [(at + LEASE_SECONDS, r["id"]) for r in rows],
+            )
+        return [(r["id"], r["actor_uri"], r["body"], r["attempts"] + 1) for r in rows]
+
+    async def run_once(self) -> int:
+        """Apply every queued activity once; returns how many were handled."""
+        rows = await self._lease()
+        for row_id, actor_uri, body, attempts in rows:
+            state, result = await self._apply(actor_uri, body)
+            if state == "errored" and attempts < MAX_ATTEMPTS:
+                continue  # the lease lapses and the row is retried
+            async with self.ctx.db.write() as tx:
+                await tx.execute(
+                    "UPDATE inbox_activities SET state = ?, result = ?, processed_at = ? WHERE id = ?",
+                    (state, result[:500], self.clock(), row_id),
+                )
+        return len(rows)
+
+    async def _apply(self, actor_uri: str, body: str) -> tuple[str, str]:
+        activity = loads_strict(body)
+        handler = HANDLERS.get(activity.get("type"))
+        if handler is None:
+            return "ignored", f"ignored: unsupported type {str(activity.get('type'))[:40]}"
+        try:
+            actor = await get_actor(self.ctx, actor_uri)
+            result = await handler(self.ctx, activity, actor)
+        except (ActorError, ParseError) as exc:
+            return "ignored", f"ignored: {exc}"
+        except Exception as exc:
+            log.exception("inbox handler failed for %s", activity.get("id"))
+            return "errored", f"{type(exc).__name__}: {exc}"
+        return ("processed" if result.startswith("processed") else "ignored"), result
