@@ -23,7 +23,6 @@ from fedi.web.render import render
 
 VARY = {"Vary": "Accept"}
 PROFILE_STATUSES = 20
-INDEX_ACCOUNTS = 200
 
 
 async def _account(ctx: Context, username: str) -> Row:
@@ -140,25 +139,6 @@ async def featured(request: web.Request) -> web.Response:
     return activity_response(ordered_collection(row["featured_url"], 0, None))
 
 
-async def index(request: web.Request) -> web.Response:
-    """GET /: what this instance is, who is on it, and how to follow them."""
-    ctx = request.app[CTX]
-    accounts = await ctx.db.fetchall(
-        """SELECT username, display_name, url, uri FROM accounts
-           WHERE domain IS NULL AND actor_type != 'Application' AND suspended_at IS NULL AND discoverable = 1
-           ORDER BY lower(username) LIMIT ?""",
-        (INDEX_ACCOUNTS,),
-    )
-    context = {
-        "instance": ctx.config.instance,
-        "base_url": ctx.base_url,
-        "domain": ctx.domain,
-        "accounts": accounts,
-        "title": ctx.config.instance.name,
-    }
-    return render("index.html", context)
-
-
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/.well-known/webfinger", webfinger.webfinger)
@@ -174,4 +154,3 @@ def setup(app: web.Application) -> None:
     r.add_get("/users/{username}/following", following)
     r.add_get("/users/{username}/collections/featured", featured)
     r.add_get("/@{username}", profile)
-    r.add_get("/", index)

@@ -1,7 +1,33 @@
-"""Routes (being written)."""
+"""HTML pages that belong to no single actor or object: the instance front page."""
+
+from __future__ import annotations
 
 from aiohttp import web
 
+from fedi.context import CTX
+from fedi.web.render import render
+
+INDEX_ACCOUNTS = 200
+
+
+async def index(request: web.Request) -> web.Response:
+    """GET /: what this instance is, who is on it, and how to follow them."""
+    ctx = request.app[CTX]
+    accounts = await ctx.db.fetchall(
+        """SELECT username, display_name, url, uri FROM accounts
+           WHERE domain IS NULL AND actor_type != 'Application' AND suspended_at IS NULL AND discoverable = 1
+           ORDER BY lower(username) LIMIT ?""",
+        (INDEX_ACCOUNTS,),
+    )
+    context = {
+        "instance": ctx.config.instance,
+        "base_url": ctx.base_url,
+        "domain": ctx.domain,
+        "accounts": accounts,
+        "title": ctx.config.instance.name,
+    }
+    return render("index.html", context)
+
 
 def setup(app: web.Application) -> None:
-    pass
+    app.router.add_get("/", index)
