@@ -42,6 +42,7 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX accounts_local_username ON accounts (lower(username)) WHERE domain IS NULL;
     CREATE UNIQUE INDEX accounts_remote_acct ON accounts (lower(username), domain) WHERE domain IS NOT NULL;
     CREATE INDEX accounts_public_key_id ON accounts (public_key_id);
+    CREATE INDEX accounts_inbox ON accounts (inbox_url);
 
     CREATE TABLE users (
         account_id INTEGER PRIMARY KEY REFERENCES accounts(id),

@@ -474,8 +474,3 @@ async def test_background_worker_wakes_on_commit(alpha: Instance, peers: StartPe
     finally:
         await worker(alpha).stop()
     assert len(peer.received) == 1
-
-
-@pytest.mark.skip(reason="needs `fedi serve` and the outbox actions, still being finished")
-async def test_deliveries_survive_kill_9() -> None:
-    """Start `fedi serve`, queue a backlog, SIGKILL it mid-delivery, restart, expect every delivery."""
