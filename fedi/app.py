@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 import actors.routes
+import fedi.api
 import fedi.web.routes
 import inbox.routes
 import outbox.routes
@@ -17,6 +18,7 @@ from fedi import __version__
 from fedi.config import Config
 from fedi.context import CTX, Context
 from fedi.db import Database
+from fedi.api.cors import cors_middleware
 from fedi.errors import error_middleware
 from fedi.http_client import HttpClient, Signer
 from fedi.signatures import load_private_key
@@ -62,7 +64,7 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
     `host_map` maps test hostnames to loopback addresses for outgoing requests;
     `workers=False` leaves the queues to be stepped by hand (tests call run_once()).
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes)
+    app = web.Application(middlewares=[cors_middleware, error_middleware], client_max_size=config.server.max_body_bytes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ctx = await open_context(config, host_map)
@@ -84,4 +86,5 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
     inbox.routes.setup(app)
     outbox.routes.setup(app)
     fedi.web.routes.setup(app)
+    fedi.api.setup(app)
     return app

@@ -58,11 +58,17 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class OAuthConfig:
+    password_grant: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     instance: InstanceConfig = field(default_factory=InstanceConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    oauth: OAuthConfig = field(default_factory=OAuthConfig)
     #: Directory the config file was read from; relative paths resolve against it.
     base_dir: str = "."
 
@@ -83,6 +89,7 @@ _SECTIONS = {
     "server": ServerConfig,
     "database": DatabaseConfig,
     "federation": FederationConfig,
+    "oauth": OAuthConfig,
 }
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from fedi.config import Config
 from fedi.db import Database
+from fedi.events import EventBus
 from fedi.http_client import HttpClient, Signer
 
 if TYPE_CHECKING:
@@ -32,6 +33,11 @@ class Context:
     #: Set after a commit that queued work; the workers wait on these.
     delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     inbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def events(self) -> EventBus:
+        """Published after commit (`Tx.publish`); the streaming API listens."""
+        return self.db.events
 
     @property
     def base_url(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiosqlite
 
+from fedi.events import EventBus
 from fedi.ids import IdGenerator
 from fedi.schema import MIGRATIONS
 
@@ -26,14 +27,19 @@ Params = Sequence[Any] | dict[str, Any]
 class Tx:
     """An open write transaction; every statement runs on the writer connection."""
 
-    def __init__(self, conn: aiosqlite.Connection, ids: IdGenerator) -> None:
+    def __init__(self, conn: aiosqlite.Connection, ids: IdGenerator, events: EventBus) -> None:
         self._conn = conn
         self._ids = ids
+        self._events = events
         #: Callbacks run after a successful commit (e.g. waking a worker).
         self.after_commit: list[Any] = []
 
     def new_id(self, at_ms: int | None = None) -> int:
         return self._ids.next(at_ms)
+
+    def publish(self, kind: str, **data: Any) -> None:
+        """Announce an event to live listeners once this transaction has committed."""
+        self.after_commit.append(lambda: self._events.publish(kind, **data))
 
     async def execute(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
         return await self._conn.execute(sql, params)
@@ -69,6 +75,7 @@ class Database:
         self._reader = reader
         self._lock = asyncio.Lock()
         self.ids = IdGenerator()
+        self.events = EventBus()
 
     @classmethod
     async def open(cls, path: str) -> "Database":
@@ -89,7 +96,7 @@ class Database:
         """A transaction on the single writer; commits on success, rolls back on error."""
         async with self._lock:
             await self._writer.execute("BEGIN IMMEDIATE")
-            tx = Tx(self._writer, self.ids)
+            tx = Tx(self._writer, self.ids, self.events)
             try:
                 yield tx
             except BaseException:

@@ -22,25 +22,38 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class HttpError(Exception):
     """An error with the HTTP status and message the client should see."""
 
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, headers: dict[str, str] | None = None, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        #: More JSON keys beside "error" (OAuth's error_description, for one).
+        self.extra = extra or {}
 
 
-def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+def json_error(
+    status: int, message: str, headers: dict[str, str] | None = None, extra: dict[str, object] | None = None
+) -> web.Response:
+    return web.json_response({"error": message, **(extra or {})}, status=status, headers=headers)
 
 
-def _render(request: web.Request, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    if wants_html(request):
+#: Paths whose errors are always JSON, whatever the Accept header says (API clients are strict).
+JSON_ONLY = ("/api/", "/oauth/token", "/oauth/revoke")
+
+
+def _render(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
+) -> web.Response:
+    if wants_html(request) and not request.path.startswith(JSON_ONLY):
         body = (
             "<!doctype html><meta charset=utf-8><title>{s}</title>"
             "<h1>{s}</h1><p>{m}</p>".format(s=status, m=_escape(message))
         )
         return web.Response(status=status, text=body, content_type="text/html", headers=headers)
-    return json_error(status, message, headers)
+    return json_error(status, message, headers, extra)
 
 
 def _escape(text: str) -> str:
@@ -52,7 +65,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except HttpError as exc:
-        return _render(request, exc.status, exc.message, exc.headers)
+        return _render(request, exc.status, exc.message, exc.headers, exc.extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

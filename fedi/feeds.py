@@ -33,6 +33,7 @@ async def fan_out(tx: Tx, status_id: int, author_id: int, visibility: str, menti
             " SELECT id, ? FROM accounts WHERE id = ? AND domain IS NULL",
             [(status_id, i) for i in ids],
         )
+    tx.publish("status.created", status_id=status_id, author_id=author_id, visibility=visibility, mentioned=ids)
 
 
 async def notify(tx: Tx, account_id: int, kind: str, from_account_id: int, status_id: int | None = None) -> None:
@@ -42,8 +43,10 @@ async def notify(tx: Tx, account_id: int, kind: str, from_account_id: int, statu
     local = await tx.fetchone("SELECT 1 FROM accounts WHERE id = ? AND domain IS NULL", (account_id,))
     if not local:
         return
+    notification_id = tx.new_id()
     await tx.execute(
         "INSERT INTO notifications (id, account_id, type, from_account_id, status_id, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (tx.new_id(), account_id, kind, from_account_id, status_id, now()),
+        (notification_id, account_id, kind, from_account_id, status_id, now()),
     )
+    tx.publish("notification", notification_id=notification_id, account_id=account_id)

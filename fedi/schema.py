@@ -246,4 +246,181 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: the Mastodon client API: OAuth, per-user lists, bookmarks, pins, mutes, filters, polls, markers.
+    """
+    CREATE TABLE oauth_apps (
+        id INTEGER PRIMARY KEY,
+        client_id TEXT NOT NULL UNIQUE,
+        client_secret TEXT NOT NULL,
+        name TEXT NOT NULL,
+        website TEXT,
+        redirect_uris TEXT NOT NULL,      -- newline separated, matched exactly
+        scopes TEXT NOT NULL,             -- space separated
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE oauth_codes (
+        code_hash TEXT PRIMARY KEY,       -- sha256 of the code; the code itself is never stored
+        app_id INTEGER NOT NULL REFERENCES oauth_apps(id),
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        redirect_uri TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        code_challenge TEXT,              -- PKCE S256 only
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE TABLE oauth_tokens (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        refresh_hash TEXT UNIQUE,
+        app_id INTEGER NOT NULL REFERENCES oauth_apps(id),
+        account_id INTEGER REFERENCES accounts(id),  -- NULL for client_credentials
+        scopes TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL,
+        last_used_at REAL
+    );
+    CREATE INDEX oauth_tokens_account ON oauth_tokens (account_id);
+
+    ALTER TABLE users ADD COLUMN locale TEXT;
+    ALTER TABLE users ADD COLUMN reason TEXT;
+    ALTER TABLE users ADD COLUMN settings_json TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE statuses ADD COLUMN app_id INTEGER;
+    ALTER TABLE statuses ADD COLUMN conversation_uri TEXT;
+    ALTER TABLE media_attachments ADD COLUMN thumbnail_path TEXT;
+    ALTER TABLE media_attachments ADD COLUMN meta_json TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE media_attachments ADD COLUMN file_size INTEGER;
+    ALTER TABLE accounts ADD COLUMN avatar_path TEXT;
+    ALTER TABLE accounts ADD COLUMN header_path TEXT;
+    ALTER TABLE accounts ADD COLUMN language TEXT;
+    CREATE INDEX media_account ON media_attachments (account_id, id);
+    CREATE INDEX statuses_conversation ON statuses (conversation_uri);
+
+    CREATE TABLE bookmarks (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        status_id INTEGER NOT NULL REFERENCES statuses(id),
+        created_at REAL NOT NULL,
+        UNIQUE (account_id, status_id)
+    );
+    CREATE TABLE status_pins (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        status_id INTEGER NOT NULL REFERENCES statuses(id),
+        created_at REAL NOT NULL,
+        UNIQUE (account_id, status_id)
+    );
+    CREATE TABLE mutes (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        target_account_id INTEGER NOT NULL REFERENCES accounts(id),
+        notifications INTEGER NOT NULL DEFAULT 1,
+        expires_at REAL,
+        created_at REAL NOT NULL,
+        UNIQUE (account_id, target_account_id)
+    );
+    CREATE TABLE account_notes (
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        target_account_id INTEGER NOT NULL REFERENCES accounts(id),
+        comment TEXT NOT NULL,
+        PRIMARY KEY (account_id, target_account_id)
+    );
+    CREATE TABLE user_domain_blocks (
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        domain TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (account_id, domain)
+    );
+    CREATE TABLE lists (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        title TEXT NOT NULL,
+        replies_policy TEXT NOT NULL DEFAULT 'list',
+        exclusive INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX lists_account ON lists (account_id);
+    CREATE TABLE list_accounts (
+        list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        PRIMARY KEY (list_id, account_id)
+    );
+    CREATE INDEX list_accounts_account ON list_accounts (account_id);
+    CREATE TABLE markers (
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        timeline TEXT NOT NULL,           -- home | notifications
+        last_read_id TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (account_id, timeline)
+    );
+    CREATE TABLE filters (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        title TEXT NOT NULL,
+        context_json TEXT NOT NULL,       -- ["home", "notifications", "public", "thread", "account"]
+        filter_action TEXT NOT NULL DEFAULT 'warn',
+        expires_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX filters_account ON filters (account_id);
+    CREATE TABLE filter_keywords (
+        id INTEGER PRIMARY KEY,
+        filter_id INTEGER NOT NULL REFERENCES filters(id) ON DELETE CASCADE,
+        keyword TEXT NOT NULL,
+        whole_word INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE filter_statuses (
+        id INTEGER PRIMARY KEY,
+        filter_id INTEGER NOT NULL REFERENCES filters(id) ON DELETE CASCADE,
+        status_id INTEGER NOT NULL REFERENCES statuses(id)
+    );
+    CREATE TABLE polls (
+        id INTEGER PRIMARY KEY,
+        status_id INTEGER NOT NULL UNIQUE REFERENCES statuses(id),
+        options_json TEXT NOT NULL,       -- [{"title": ..., "votes_count": n}]
+        multiple INTEGER NOT NULL DEFAULT 0,
+        hide_totals INTEGER NOT NULL DEFAULT 0,
+        expires_at REAL,
+        voters_count INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE poll_votes (
+        id INTEGER PRIMARY KEY,
+        poll_id INTEGER NOT NULL REFERENCES polls(id),
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        choice INTEGER NOT NULL,
+        uri TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (poll_id, account_id, choice)
+    );
+    CREATE TABLE followed_tags (
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        tag_id INTEGER NOT NULL REFERENCES tags(id),
+        created_at REAL NOT NULL,
+        PRIMARY KEY (account_id, tag_id)
+    );
+    CREATE TABLE featured_tags (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        tag_id INTEGER NOT NULL REFERENCES tags(id),
+        created_at REAL NOT NULL,
+        UNIQUE (account_id, tag_id)
+    );
+    CREATE TABLE scheduled_statuses (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        scheduled_at REAL NOT NULL,
+        params_json TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX scheduled_due ON scheduled_statuses (scheduled_at);
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        conversation_uri TEXT NOT NULL,
+        last_status_id INTEGER NOT NULL,
+        unread INTEGER NOT NULL DEFAULT 1,
+        UNIQUE (account_id, conversation_uri)
+    );
+    """,
 ]

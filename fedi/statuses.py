@@ -10,7 +10,7 @@ from fedi.db import Tx
 STATUS_COLUMNS = (
     "uri", "url", "account_id", "local", "in_reply_to_id", "in_reply_to_uri", "in_reply_to_account_id",
     "reblog_of_id", "content", "source_text", "summary", "sensitive", "visibility", "language",
-    "to_json", "cc_json", "published_at", "created_at",
+    "to_json", "cc_json", "published_at", "created_at", "app_id",
 )
 
 

@@ -35,6 +35,14 @@ class ActionError(Exception):
 
 
 @dataclass(frozen=True)
+class PollRequest:
+    options: tuple[str, ...]
+    expires_in: int
+    multiple: bool = False
+    hide_totals: bool = False
+
+
+@dataclass(frozen=True)
 class PostRequest:
     text: str
     visibility: str = "public"
@@ -42,6 +50,40 @@ class PostRequest:
     sensitive: bool = False
     in_reply_to_id: int | None = None
     language: str | None = None
+    media_ids: tuple[int, ...] = ()
+    poll: PollRequest | None = None
+    app_id: int | None = None
+
+
+MAX_MEDIA = 4
+MAX_POLL_OPTIONS = 4
+MAX_POLL_OPTION_CHARS = 50
+
+
+def _check_poll(poll: PollRequest | None, has_media: bool) -> None:
+    if poll is None:
+        return
+    if has_media:
+        raise ActionError("a post can't have both media and a poll")
+    if not 2 <= len(poll.options) <= MAX_POLL_OPTIONS:
+        raise ActionError(f"a poll needs 2 to {MAX_POLL_OPTIONS} options")
+    if any(not o.strip() or len(o) > MAX_POLL_OPTION_CHARS for o in poll.options):
+        raise ActionError(f"poll options must be 1 to {MAX_POLL_OPTION_CHARS} characters")
+    if len(set(poll.options)) != len(poll.options):
+        raise ActionError("poll options must be different")
+    if not 300 <= poll.expires_in <= 2_629_746:
+        raise ActionError("poll duration must be between 5 minutes and a month")
+
+
+async def _attach_media(tx: Tx, account: Row, status_id: int, media_ids: tuple[int, ...]) -> None:
+    """Only the author's own, not yet attached uploads (THREATS M3)."""
+    for position, media_id in enumerate(media_ids):
+        cur = await tx.execute(
+            "UPDATE media_attachments SET status_id = ?, position = ? WHERE id = ? AND account_id = ? AND status_id IS NULL",
+            (status_id, position, media_id, account["id"]),
+        )
+        if cur.rowcount != 1:
+            raise ActionError("media attachment not found or already used")
 
 
 def _inbox(account: Row) -> str | None:
@@ -140,7 +182,7 @@ async def _status_inboxes(tx: Tx, account: Row, visibility: str, mentioned: list
 async def create_status(ctx: Context, account: Row, req: PostRequest) -> Row:
     """Publish a local post: Markdown rendered, mentions and tags linked, Create(Note) delivered."""
     text = req.text.strip()
-    if not text:
+    if not text and not req.media_ids:
         raise ActionError("text can't be blank")
     if len(text) > MAX_STATUS_CHARS:
         raise ActionError(f"text is longer than {MAX_STATUS_CHARS} characters")
@@ -148,6 +190,9 @@ async def create_status(ctx: Context, account: Row, req: PostRequest) -> Row:
         raise ActionError("unknown visibility")
     if len(req.spoiler_text) > 1000:
         raise ActionError("content warning is too long")
+    if len(req.media_ids) > MAX_MEDIA:
+        raise ActionError(f"at most {MAX_MEDIA} media attachments")
+    _check_poll(req.poll, bool(req.media_ids))
     parent = None
     if req.in_reply_to_id is not None:
         parent = await ctx.db.fetchone(
@@ -177,8 +222,16 @@ async def create_status(ctx: Context, account: Row, req: PostRequest) -> Row:
             "content": html, "source_text": text, "summary": req.spoiler_text.strip(),
             "sensitive": int(req.sensitive or bool(req.spoiler_text.strip())), "visibility": req.visibility,
             "language": req.language, "to_json": dumps_str(to), "cc_json": dumps_str(cc),
-            "published_at": ts, "created_at": ts,
+            "published_at": ts, "created_at": ts, "app_id": req.app_id,
         })
+        await _attach_media(tx, account, status_id, req.media_ids)
+        if req.poll is not None:
+            await tx.execute(
+                "INSERT INTO polls (id, status_id, options_json, multiple, hide_totals, expires_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (tx.new_id(), status_id, dumps_str([{"title": o, "votes_count": 0} for o in req.poll.options]),
+                 int(req.poll.multiple), int(req.poll.hide_totals), ts + req.poll.expires_in, ts),
+            )
         await set_mentions(tx, status_id, [m["id"] for m in mentioned])
         await set_tags(tx, status_id, tags)
         await fan_out(tx, status_id, account["id"], req.visibility, [m["id"] for m in mentioned])

@@ -21,6 +21,7 @@ CONTEXT: list[Any] = [
         "toot": "http://joinmastodon.org/ns#",
         "blurhash": "toot:blurhash",
         "focalPoint": {"@container": "@list", "@id": "toot:focalPoint"},
+        "votersCount": "toot:votersCount",
     },
 ]
 
@@ -62,6 +63,17 @@ async def note(db: Database, base: str, status: Row, author: Row) -> dict[str, A
         "attachment": [_attachment(base, m) for m in media],
         "tag": tag_list,
     }
+    poll = await db.fetchone("SELECT * FROM polls WHERE status_id = ?", (status["id"],))
+    if poll is not None:
+        obj["type"] = "Question"
+        options = loads_strict(poll["options_json"])
+        obj["anyOf" if poll["multiple"] else "oneOf"] = [
+            {"type": "Note", "name": o["title"], "replies": {"type": "Collection", "totalItems": o.get("votes_count", 0)}}
+            for o in options
+        ]
+        if poll["expires_at"]:
+            obj["endTime"] = iso_seconds(poll["expires_at"])
+        obj["votersCount"] = poll["voters_count"]
     if status["language"]:
         obj["contentMap"] = {status["language"]: status["content"]}
     if status["edited_at"]:

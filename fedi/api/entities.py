@@ -1,0 +1,296 @@
+"""Mastodon API entities, built in batches from rows.
+
+Clients are strict: every documented key is present (null when empty), ids are
+strings of decimal digits, datetimes are `YYYY-MM-DDTHH:MM:SS.sssZ`. Statuses
+are rendered a page at a time with one query per kind of related row (never
+one per status), which keeps timelines fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fedi.clock import iso
+from fedi.context import Context
+from fedi.db import Row
+from fedi.jsonutil import loads_strict
+
+MISSING_AVATAR = "/static/missing.png"
+
+
+def _placeholders(values: Sequence[Any]) -> str:
+    return ",".join("?" for _ in values)
+
+
+def _iso_date(ts: float) -> str:
+    """Mastodon gives account creation as midnight of the day."""
+    return iso(ts - ts % 86400)
+
+
+def acct(ctx: Context, row: Row) -> str:
+    return row["username"] if row["domain"] is None else f"{row['username']}@{row['domain']}"
+
+
+def _media_url(ctx: Context, path: str | None, remote: str | None) -> str:
+    if path:
+        return f"{ctx.base_url}/media/{path}"
+    return remote or f"{ctx.base_url}{MISSING_AVATAR}"
+
+
+async def accounts(ctx: Context, rows: Iterable[Row]) -> dict[int, dict[str, Any]]:
+    """Account entities by id, with counts in three grouped queries."""
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        return {}
+    ids = list({r["id"] for r in rows})
+    ph = _placeholders(ids)
+    followers = {r[0]: r[1] for r in await ctx.db.fetchall(
+        f"SELECT target_account_id, count(*) FROM follows WHERE state = 'accepted' AND target_account_id IN ({ph})"
+        " GROUP BY target_account_id", ids)}
+    following = {r[0]: r[1] for r in await ctx.db.fetchall(
+        f"SELECT account_id, count(*) FROM follows WHERE state = 'accepted' AND account_id IN ({ph}) GROUP BY account_id",
+        ids)}
+    posts = {r[0]: (r[1], r[2]) for r in await ctx.db.fetchall(
+        f"SELECT account_id, count(*), max(published_at) FROM statuses WHERE deleted_at IS NULL AND account_id IN ({ph})"
+        " GROUP BY account_id", ids)}
+    out: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        count, last = posts.get(r["id"], (0, None))
+        avatar = _media_url(ctx, r["avatar_path"], r["avatar_url"])
+        header = _media_url(ctx, r["header_path"], r["header_url"])
+        fields = loads_strict(r["fields_json"] or "[]")
+        out[r["id"]] = {
+            "id": str(r["id"]),
+            "username": r["username"],
+            "acct": acct(ctx, r),
+            "url": r["url"] or r["uri"],
+            "uri": r["uri"],
+            "display_name": r["display_name"] or "",
+            "note": r["summary"] or "",
+            "avatar": avatar,
+            "avatar_static": avatar,
+            "header": header,
+            "header_static": header,
+            "locked": bool(r["locked"]),
+            "fields": [{"name": f.get("name", ""), "value": f.get("value", ""), "verified_at": None} for f in fields],
+            "emojis": [],
+            "bot": bool(r["bot"]),
+            "group": r["actor_type"] == "Group",
+            "discoverable": bool(r["discoverable"]),
+            "indexable": False,
+            "noindex": False,
+            "hide_collections": False,
+            "memorial": False,
+            "suspended": r["suspended_at"] is not None or None,
+            "limited": None,
+            "moved": None,
+            "roles": [],
+            "created_at": _iso_date(r["created_at"]),
+            "last_status_at": iso(last)[:10] if last else None,
+            "statuses_count": count,
+            "followers_count": followers.get(r["id"], 0),
+            "following_count": following.get(r["id"], 0),
+        }
+        if out[r["id"]]["suspended"] is None:
+            del out[r["id"]]["suspended"]
+            del out[r["id"]]["limited"]
+        if out[r["id"]]["moved"] is None:
+            del out[r["id"]]["moved"]
+    return out
+
+
+async def account(ctx: Context, row: Row) -> dict[str, Any]:
+    return (await accounts(ctx, [row]))[row["id"]]
+
+
+async def credential_account(ctx: Context, row: Row) -> dict[str, Any]:
+    """The signed-in user's own Account, with `source` and `role`."""
+    entity = await account(ctx, row)
+    user = await ctx.db.fetchone("SELECT * FROM users WHERE account_id = ?", (row["id"],))
+    settings = loads_strict(user["settings_json"]) if user else {}
+    requests = await ctx.db.fetchval(
+        "SELECT count(*) FROM follows WHERE target_account_id = ? AND state = 'pending'", (row["id"],)
+    )
+    fields = loads_strict(row["fields_json"] or "[]")
+    entity["source"] = {
+        "privacy": settings.get("privacy", "public"),
+        "sensitive": bool(settings.get("sensitive", False)),
+        "language": settings.get("language") or "",
+        "note": settings.get("note_source", ""),
+        "fields": [{"name": f.get("name", ""), "value": f.get("value", ""), "verified_at": None} for f in fields],
+        "follow_requests_count": requests or 0,
+        "hide_collections": False,
+        "discoverable": bool(row["discoverable"]),
+        "indexable": False,
+        "attribution_domains": [],
+    }
+    admin = bool(user and user["admin"])
+    entity["role"] = {
+        "id": "3" if admin else "-99", "name": "Admin" if admin else "", "color": "",
+        "permissions": "1" if admin else "0", "highlighted": admin,
+    }
+    return entity
+
+
+def _attachment(ctx: Context, m: Row) -> dict[str, Any]:
+    meta = loads_strict(m["meta_json"] or "{}")
+    if m["width"] and m["height"] and "original" not in meta:
+        meta["original"] = {"width": m["width"], "height": m["height"], "size": f"{m['width']}x{m['height']}",
+                            "aspect": m["width"] / m["height"]}
+    if m["focus_x"] is not None:
+        meta["focus"] = {"x": m["focus_x"], "y": m["focus_y"]}
+    url = f"{ctx.base_url}/media/{m['file_path']}" if m["file_path"] else m["remote_url"]
+    preview = f"{ctx.base_url}/media/{m['thumbnail_path']}" if m["thumbnail_path"] else url
+    return {
+        "id": str(m["id"]),
+        "type": m["type"],
+        "url": url,
+        "preview_url": preview,
+        "remote_url": m["remote_url"],
+        "preview_remote_url": None,
+        "text_url": None,
+        "meta": meta,
+        "description": m["description"],
+        "blurhash": m["blurhash"],
+    }
+
+
+def media_attachment(ctx: Context, row: Row) -> dict[str, Any]:
+    return _attachment(ctx, row)
+
+
+def _poll(p: Row, voted: set[int] | None, own: list[int] | None) -> dict[str, Any]:
+    from fedi.clock import now as _now
+
+    options = loads_strict(p["options_json"])
+    expired = p["expires_at"] is not None and p["expires_at"] <= _now()
+    votes = sum(o.get("votes_count", 0) for o in options)
+    return {
+        "id": str(p["id"]),
+        "expires_at": iso(p["expires_at"]) if p["expires_at"] else None,
+        "expired": expired,
+        "multiple": bool(p["multiple"]),
+        "votes_count": votes,
+        "voters_count": p["voters_count"] if p["multiple"] else votes,
+        "options": [{"title": o["title"], "votes_count": None if p["hide_totals"] and not expired else o.get("votes_count", 0)}
+                    for o in options],
+        "emojis": [],
+        "voted": (p["id"] in voted) if voted is not None else None,
+        "own_votes": own if voted is not None else None,
+    }
+
+
+async def _by_status(ctx: Context, sql: str, ids: list[int]) -> dict[int, list[Row]]:
+    out: dict[int, list[Row]] = {}
+    if ids:
+        for r in await ctx.db.fetchall(sql.format(ph=_placeholders(ids)), ids):
+            out.setdefault(r[0], []).append(r)
+    return out
+
+
+async def _set(ctx: Context, sql: str, params: list[Any]) -> set[int]:
+    return {r[0] for r in await ctx.db.fetchall(sql, params)}
+
+
+async def statuses(ctx: Context, rows: Sequence[Row], viewer: Row | None) -> list[dict[str, Any]]:
+    """Status entities for a page of status rows (boosts embed their original)."""
+    originals_ids = [r["reblog_of_id"] for r in rows if r["reblog_of_id"]]
+    originals: dict[int, Row] = {}
+    if originals_ids:
+        for r in await ctx.db.fetchall(
+            f"SELECT * FROM statuses WHERE id IN ({_placeholders(originals_ids)})", originals_ids
+        ):
+            originals[r["id"]] = r
+    every = list(rows) + list(originals.values())
+    ids = [r["id"] for r in every]
+    if not ids:
+        return []
+    ph = _placeholders(ids)
+    author_ids = list({r["account_id"] for r in every})
+    author_rows = await ctx.db.fetchall(
+        f"SELECT * FROM accounts WHERE id IN ({_placeholders(author_ids)})", author_ids
+    )
+    authors = await accounts(ctx, author_rows)
+    counts: dict[str, dict[int, int]] = {}
+    for name, sql in (
+        ("replies", f"SELECT in_reply_to_id, count(*) FROM statuses WHERE deleted_at IS NULL AND in_reply_to_id IN ({ph}) GROUP BY in_reply_to_id"),
+        ("reblogs", f"SELECT reblog_of_id, count(*) FROM statuses WHERE deleted_at IS NULL AND reblog_of_id IN ({ph}) GROUP BY reblog_of_id"),
+        ("favourites", f"SELECT status_id, count(*) FROM favourites WHERE status_id IN ({ph}) GROUP BY status_id"),
+    ):
+        counts[name] = {r[0]: r[1] for r in await ctx.db.fetchall(sql, ids)}
+    media = await _by_status(ctx, "SELECT status_id, * FROM media_attachments WHERE status_id IN ({ph}) ORDER BY position", ids)
+    mentions = await _by_status(
+        ctx, "SELECT m.status_id, a.* FROM mentions m JOIN accounts a ON a.id = m.account_id WHERE m.status_id IN ({ph})", ids
+    )
+    tags = await _by_status(
+        ctx, "SELECT st.status_id, t.name FROM status_tags st JOIN tags t ON t.id = st.tag_id WHERE st.status_id IN ({ph})", ids
+    )
+    polls = {r["status_id"]: r for r in await ctx.db.fetchall(f"SELECT * FROM polls WHERE status_id IN ({ph})", ids)}
+    apps = {}
+    app_ids = list({r["app_id"] for r in every if r["app_id"]})
+    if app_ids:
+        apps = {r["id"]: r for r in await ctx.db.fetchall(
+            f"SELECT id, name, website FROM oauth_apps WHERE id IN ({_placeholders(app_ids)})", app_ids)}
+    mine: dict[str, set[int]] = {k: set() for k in ("fav", "boost", "bookmark", "pin", "mute", "voted")}
+    own_votes: dict[int, list[int]] = {}
+    if viewer is not None:
+        v = viewer["id"]
+        mine["fav"] = await _set(ctx, f"SELECT status_id FROM favourites WHERE account_id = ? AND status_id IN ({ph})", [v, *ids])
+        mine["boost"] = await _set(ctx, f"SELECT reblog_of_id FROM statuses WHERE account_id = ? AND deleted_at IS NULL AND reblog_of_id IN ({ph})", [v, *ids])
+        mine["bookmark"] = await _set(ctx, f"SELECT status_id FROM bookmarks WHERE account_id = ? AND status_id IN ({ph})", [v, *ids])
+        mine["pin"] = await _set(ctx, f"SELECT status_id FROM status_pins WHERE account_id = ? AND status_id IN ({ph})", [v, *ids])
+        poll_ids = [p["id"] for p in polls.values()]
+        if poll_ids:
+            for r in await ctx.db.fetchall(
+                f"SELECT poll_id, choice FROM poll_votes WHERE account_id = ? AND poll_id IN ({_placeholders(poll_ids)})",
+                [v, *poll_ids],
+            ):
+                mine["voted"].add(r[0])
+                own_votes.setdefault(r[0], []).append(r[1])
+
+    def build(r: Row) -> dict[str, Any]:
+        original = originals.get(r["reblog_of_id"]) if r["reblog_of_id"] else None
+        poll = polls.get(r["id"])
+        app = apps.get(r["app_id"]) if r["app_id"] else None
+        return {
+            "id": str(r["id"]),
+            "uri": r["uri"],
+            "url": r["url"] or r["uri"],
+            "account": authors[r["account_id"]],
+            "in_reply_to_id": str(r["in_reply_to_id"]) if r["in_reply_to_id"] else None,
+            "in_reply_to_account_id": str(r["in_reply_to_account_id"]) if r["in_reply_to_account_id"] else None,
+            "reblog": build(original) if original is not None else None,
+            "content": r["content"] if original is None else "",
+            "created_at": iso(r["published_at"]),
+            "edited_at": iso(r["edited_at"]) if r["edited_at"] else None,
+            "emojis": [],
+            "replies_count": counts["replies"].get(r["id"], 0),
+            "reblogs_count": counts["reblogs"].get(r["id"], 0),
+            "favourites_count": counts["favourites"].get(r["id"], 0),
+            "reblogged": r["id"] in mine["boost"],
+            "favourited": r["id"] in mine["fav"],
+            "muted": False,
+            "bookmarked": r["id"] in mine["bookmark"],
+            "pinned": r["id"] in mine["pin"],
+            "sensitive": bool(r["sensitive"]),
+            "spoiler_text": r["summary"] or "",
+            "visibility": r["visibility"],
+            "media_attachments": [_attachment(ctx, m) for m in media.get(r["id"], [])],
+            "mentions": [{"id": str(a["id"]), "username": a["username"], "acct": acct(ctx, a), "url": a["url"] or a["uri"]}
+                         for a in mentions.get(r["id"], [])],
+            "tags": [{"name": t["name"], "url": f"{ctx.base_url}/tags/{t['name']}"} for t in tags.get(r["id"], [])],
+            "card": None,
+            "poll": _poll(poll, mine["voted"] if viewer is not None else None, own_votes.get(poll["id"], []))
+            if poll else None,
+            "application": {"name": app["name"], "website": app["website"]} if app else None,
+            "language": r["language"],
+            "text": None,
+            "filtered": [],
+        }
+
+    return [build(r) for r in rows]
+
+
+async def status(ctx: Context, row: Row, viewer: Row | None) -> dict[str, Any]:
+    return (await statuses(ctx, [row], viewer))[0]

@@ -1,0 +1,102 @@
+"""Timelines: home (the materialised feed), public (local/remote/only_media), tag, list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from fedi.api import entities
+from fedi.api.auth import optional, require
+from fedi.api.paging import Page, page_from, paged_json
+from fedi.api.params import read_params
+from fedi.context import CTX, Context
+from fedi.db import Row
+from fedi.errors import HttpError
+
+VISIBLE = "s.deleted_at IS NULL"
+
+
+async def _page(ctx: Context, sql: str, args: list[Any], page: Page, column: str = "s.id") -> list[Row]:
+    cond, cond_args, order = page.clause(column)
+    rows = await ctx.db.fetchall(f"{sql} AND {cond} ORDER BY {order} LIMIT ?", [*args, *cond_args, page.limit])
+    return page.arrange(rows)
+
+
+async def render_page(request: web.Request, ctx: Context, rows: list[Row], viewer: Row | None) -> web.Response:
+    body = await entities.statuses(ctx, rows, viewer)
+    return paged_json(request, body, [r["id"] for r in rows])
+
+
+async def home(request: web.Request) -> web.Response:
+    """GET /api/v1/timelines/home: one indexed range scan of home_feed."""
+    auth = await require(request, "read:statuses")
+    ctx = request.app[CTX]
+    page = page_from(await read_params(request))
+    rows = await _page(
+        ctx,
+        "SELECT s.* FROM home_feed h JOIN statuses s ON s.id = h.status_id WHERE h.account_id = ? AND " + VISIBLE,
+        [auth.account["id"]], page, column="h.status_id",
+    )
+    return await render_page(request, ctx, rows, auth.account)
+
+
+async def public(request: web.Request) -> web.Response:
+    """GET /api/v1/timelines/public (?local, ?remote, ?only_media)."""
+    auth = await optional(request, "read:statuses")
+    ctx = request.app[CTX]
+    params = await read_params(request)
+    where = [VISIBLE, "s.visibility = 'public'", "s.reblog_of_id IS NULL"]
+    if params.bool("local"):
+        where.append("s.local = 1")
+    elif params.bool("remote"):
+        where.append("s.local = 0")
+    if params.bool("only_media"):
+        where.append("EXISTS (SELECT 1 FROM media_attachments m WHERE m.status_id = s.id)")
+    rows = await _page(ctx, "SELECT s.* FROM statuses s WHERE " + " AND ".join(where), [], page_from(params))
+    return await render_page(request, ctx, rows, auth.account if auth else None)
+
+
+async def tag(request: web.Request) -> web.Response:
+    """GET /api/v1/timelines/tag/{hashtag}"""
+    auth = await optional(request, "read:statuses")
+    ctx = request.app[CTX]
+    params = await read_params(request)
+    name = request.match_info["hashtag"].lower().lstrip("#")
+    where = [VISIBLE, "s.visibility = 'public'", "st.tag_id = (SELECT id FROM tags WHERE name = ?)"]
+    if params.bool("local"):
+        where.append("s.local = 1")
+    elif params.bool("remote"):
+        where.append("s.local = 0")
+    rows = await _page(
+        ctx, "SELECT s.* FROM status_tags st JOIN statuses s ON s.id = st.status_id WHERE " + " AND ".join(where),
+        [name], page_from(params), column="st.status_id",
+    )
+    return await render_page(request, ctx, rows, auth.account if auth else None)
+
+
+async def list_timeline(request: web.Request) -> web.Response:
+    """GET /api/v1/timelines/list/{id}: home-feed statuses by the list's members."""
+    auth = await require(request, "read:lists")
+    ctx = request.app[CTX]
+    list_id = request.match_info["id"]
+    owned = await ctx.db.fetchone(
+        "SELECT id FROM lists WHERE id = ? AND account_id = ?", (int(list_id) if list_id.isdigit() else -1, auth.account["id"])
+    )
+    if owned is None:
+        raise HttpError(404, "Record not found")
+    rows = await _page(
+        ctx,
+        "SELECT s.* FROM home_feed h JOIN statuses s ON s.id = h.status_id WHERE h.account_id = ? AND " + VISIBLE
+        + " AND s.account_id IN (SELECT account_id FROM list_accounts WHERE list_id = ?)",
+        [auth.account["id"], owned["id"]], page_from(await read_params(request)), column="h.status_id",
+    )
+    return await render_page(request, ctx, rows, auth.account)
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/v1/timelines/home", home)
+    r.add_get("/api/v1/timelines/public", public)
+    r.add_get("/api/v1/timelines/tag/{hashtag}", tag)
+    r.add_get("/api/v1/timelines/list/{id}", list_timeline)
