@@ -77,6 +77,9 @@ class Auth:
     admin: bool
 
 
+AUTH_KEY = web.RequestKey("fedi_auth", Auth)
+
+
 def bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
@@ -104,7 +107,7 @@ async def lookup_token(ctx: Context, token: str) -> Auth | None:
 
 async def authenticate(request: web.Request) -> Auth | None:
     """The request's token, if any; 401 for a token that is unknown or revoked."""
-    cached = request.get("fedi_auth")
+    cached = request.get(AUTH_KEY)
     if cached is not None:
         return cached
     token = bearer(request)
@@ -113,7 +116,7 @@ async def authenticate(request: web.Request) -> Auth | None:
     auth = await lookup_token(request.app[CTX], token)
     if auth is None:
         raise HttpError(401, "The access token is invalid")
-    request["fedi_auth"] = auth
+    request[AUTH_KEY] = auth
     return auth
 
 
