@@ -151,10 +151,13 @@ async def store_actor(ctx: Context, doc: dict[str, Any]) -> Row:
 
 
 async def _fetch(ctx: Context, url: str) -> dict[str, Any]:
+    """A document that speaks for its id: served by the id's host, after any redirects (THREATS A7)."""
     try:
         result = await ctx.http.fetch_json(url, signer=ctx.instance_signer)
     except FetchError as exc:
         raise ActorError(f"fetching {url[:200]} failed: {exc.reason}", exc.status) from None
+    if not same_origin(result.document.get("id"), result.url):
+        raise ActorError(f"fetching {url[:200]}: the document's id is not on the host that served it")
     return result.document
 
 

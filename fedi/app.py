@@ -19,15 +19,18 @@ from fedi.config import Config
 from fedi.context import CTX, Context
 from fedi.db import Database
 from fedi.api.cors import cors_middleware
+from fedi.api.ratelimit import rate_limit_middleware, setup as setup_rate_limits
 from fedi.errors import error_middleware
 from fedi.http_client import HttpClient, Signer
 from fedi.signatures import load_private_key
+from fedi.api.scheduled import ScheduledPublisher
 from inbox.worker import InboxWorker
 from outbox.delivery import DeliveryWorker
 
 log = logging.getLogger("fedi")
 
 DELIVERY_WORKER = web.AppKey("fedi_delivery_worker", DeliveryWorker)
+SCHEDULED_PUBLISHER = web.AppKey("fedi_scheduled_publisher", ScheduledPublisher)
 INBOX_WORKER = web.AppKey("fedi_inbox_worker", InboxWorker)
 
 
@@ -64,7 +67,12 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
     `host_map` maps test hostnames to loopback addresses for outgoing requests;
     `workers=False` leaves the queues to be stepped by hand (tests call run_once()).
     """
-    app = web.Application(middlewares=[cors_middleware, error_middleware], client_max_size=config.server.max_body_bytes)
+    # Rate limiting sits inside CORS (a 429 still carries CORS headers) and outside the error
+    # renderer (every error answer gets X-RateLimit-* headers).
+    app = web.Application(
+        middlewares=[cors_middleware, rate_limit_middleware, error_middleware], client_max_size=config.server.max_body_bytes
+    )
+    setup_rate_limits(app, config.server.trusted_proxies)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ctx = await open_context(config, host_map)
@@ -73,10 +81,14 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
         delivery_worker = DeliveryWorker(ctx)
         app[INBOX_WORKER] = inbox_worker
         app[DELIVERY_WORKER] = delivery_worker
+        publisher = ScheduledPublisher(ctx)
+        app[SCHEDULED_PUBLISHER] = publisher
         if workers:
             inbox_worker.start()
             delivery_worker.start()
+            publisher.start()
         yield
+        await publisher.stop()
         await inbox_worker.stop()
         await delivery_worker.stop()
         await close_context(ctx)

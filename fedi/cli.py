@@ -10,6 +10,7 @@ import asyncio
 import getpass
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -267,15 +268,30 @@ def _write_default_config(path: str, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("FEDI_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    level = os.environ.get("FEDI_LOG", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        print(f"fedi: FEDI_LOG={level} is not DEBUG, INFO, WARNING or ERROR", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     path = resolve_path(args.config)
+    config: Config | None = None
     try:
         if args.command == "init" and not os.path.exists(path):
             _write_default_config(path, args)
         config = load_config(path)
+        if config.database_path != ":memory:":
+            # Fail here, in one line, rather than inside aiosqlite, whose worker thread
+            # can print "Event loop is closed" after a failed open.
+            sqlite3.connect(config.database_path).close()
         return asyncio.run(args.func(config, args))
     except (ConfigError, CliError) as exc:
         print(f"fedi: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. init into a folder that does not exist
+        print(f"fedi: {exc.filename or path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except sqlite3.OperationalError as exc:  # missing folder, no permission, disk full, locked
+        print(f"fedi: database {config.database_path if config else path}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

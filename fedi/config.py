@@ -35,11 +35,17 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1_048_576
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class DatabaseConfig:
     path: str = "fedi.sqlite3"
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    path: str = "media"
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     #: Directory the config file was read from; relative paths resolve against it.
     base_dir: str = "."
 
@@ -83,6 +90,12 @@ class Config:
             return path
         return os.path.join(self.base_dir, path)
 
+    @property
+    def media_path(self) -> str:
+        """Folder for uploaded images; a relative path resolves against the config file's folder."""
+        path = self.media.path
+        return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
+
 
 _SECTIONS = {
     "instance": InstanceConfig,
@@ -90,6 +103,7 @@ _SECTIONS = {
     "database": DatabaseConfig,
     "federation": FederationConfig,
     "oauth": OAuthConfig,
+    "media": MediaConfig,
 }
 
 
@@ -127,6 +141,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"[instance] domain {inst.domain!r} is not a host[:port]")
     if inst.registrations not in ("open", "approval", "closed"):
         raise ConfigError("[instance] registrations must be \"open\", \"approval\" or \"closed\"")
+    if not config.media.path.strip():
+        raise ConfigError("[media] path must name a folder")
     if not 0 < config.server.port < 65536:
         raise ConfigError("[server] port must be between 1 and 65535")
     for net in config.federation.allow_private_networks:
@@ -134,6 +150,11 @@ def _validate(config: Config) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise ConfigError(f"[federation] allow_private_networks: {net!r} is not a network") from None
+    for net in config.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"[server] trusted_proxies: {net!r} is not a network") from None
 
 
 def config_from_dict(data: dict[str, Any], base_dir: str = ".") -> Config:

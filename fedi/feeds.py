@@ -26,6 +26,13 @@ async def fan_out(tx: Tx, status_id: int, author_id: int, visibility: str, menti
             " WHERE f.target_account_id = ? AND f.state = 'accepted' AND a.domain IS NULL",
             (status_id, author_id),
         )
+    if visibility == "public":
+        await tx.execute(
+            "INSERT OR IGNORE INTO home_feed (account_id, status_id)"
+            " SELECT DISTINCT ft.account_id, ? FROM status_tags st JOIN followed_tags ft ON ft.tag_id = st.tag_id"
+            " WHERE st.status_id = ?",
+            (status_id, status_id),
+        )
     ids = list(mentioned)
     if ids:
         await tx.executemany(

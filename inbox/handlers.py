@@ -12,21 +12,24 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.remote import ActorError, fetch_actor, mark_gone
-from fedi.clock import now
+from fedi.clock import now, parse_iso
 from fedi.context import Context
 from fedi.db import Row, Tx
 from fedi.feeds import fan_out, notify
 from fedi.http_client import FetchError
-from fedi.jsonutil import dumps_str
+from fedi.jsonutil import dumps_str, loads_strict
 from fedi.origin import same_origin
 from fedi.statuses import insert_status, record_edit, set_mentions, set_tags, tombstone
 from inbox.parse import NOTE_TYPES, ParseError, object_id, parse_note, visibility
 from outbox.actions import send_follow_answer
+from outbox.polls import add_vote, vote_problem
 
 log = logging.getLogger("fedi.inbox")
 
 Handler = Callable[[Context, dict[str, Any], Row], Awaitable[str]]
 PROCESSED = "processed"
+MAX_POLL_OPTIONS = 20
+MAX_POLL_TITLE = 500
 
 
 async def _local_account(ctx: Context, uri: str | None) -> Row | None:
@@ -115,10 +118,14 @@ async def on_undo(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
                         " AND reblog_of_id IS NOT NULL",
         }
         kinds = [kind] if kind in statements else list(statements)  # a bare URI: try each
+        boost = await tx.fetchone("SELECT id FROM statuses WHERE uri = ? AND account_id = ? AND reblog_of_id IS NOT NULL"
+                                  " AND deleted_at IS NULL", (target, actor["id"])) if "Announce" in kinds else None
         changed = 0
         for k in kinds:
             cur = await tx.execute(statements[k], (target, actor["id"]))
             changed += cur.rowcount
+        if boost is not None:
+            tx.publish("status.deleted", status_id=boost["id"], account_id=actor["id"])
         await tx.execute(
             "DELETE FROM home_feed WHERE status_id IN (SELECT id FROM statuses WHERE uri = ? AND account_id = ?"
             " AND deleted_at IS NOT NULL)", (target, actor["id"]),
@@ -129,8 +136,10 @@ async def on_undo(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
 async def _store_note(ctx: Context, tx: Tx, obj: dict[str, Any], author: Row) -> int | None:
     """Insert a remote note (already checked to belong to `author`); None if it is known or deleted."""
     note = parse_note(obj)
-    if await tx.fetchone("SELECT 1 FROM tombstones WHERE uri = ?", (note.id,)):
-        return None
+    if await tx.fetchone(
+        "SELECT 1 FROM tombstones WHERE uri = ? AND (account_id IS NULL OR account_id = ?)", (note.id, author["id"])
+    ):
+        return None  # deleted by its author; another actor's Delete of an unseen id does not count (A4)
     if await tx.fetchone("SELECT 1 FROM statuses WHERE uri = ?", (note.id,)):
         return None  # never let a second Create rewrite a stored status (THREATS A3)
     parent = await tx.fetchone("SELECT id, account_id FROM statuses WHERE uri = ?", (note.in_reply_to,)) if note.in_reply_to else None
@@ -160,14 +169,75 @@ async def _store_note(ctx: Context, tx: Tx, obj: dict[str, Any], author: Row) ->
             (tx.new_id(), status_id, author["id"], att.kind, att.media_type, att.url, att.description,
              att.blurhash, att.width, att.height, position, ts),
         )
+    await _store_poll(tx, status_id, obj)
     await fan_out(tx, status_id, author["id"], vis, mentioned)
     for account_id in mentioned:
         await notify(tx, account_id, "mention", author["id"], status_id)
     return status_id
 
 
+async def _store_poll(tx: Tx, status_id: int, obj: dict[str, Any]) -> None:
+    """A remote Question's options and counts, so local users see the poll and can vote on it.
+
+    Titles are kept exactly (a vote names its option by title); counts change
+    afterwards only by our own users' votes.
+    """
+    multiple = isinstance(obj.get("anyOf"), list)
+    items = obj.get("anyOf") if multiple else obj.get("oneOf")
+    if obj.get("type") != "Question" or not isinstance(items, list):
+        return
+    options: list[dict[str, Any]] = []
+    for item in items[:MAX_POLL_OPTIONS]:
+        title = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(title, str) or not title.strip() or len(title) > MAX_POLL_TITLE:
+            continue
+        replies = item.get("replies")
+        count = replies.get("totalItems") if isinstance(replies, dict) else 0
+        options.append({"title": title, "votes_count": count if isinstance(count, int) and 0 <= count < 10**9 else 0})
+    if len(options) < 2:
+        return
+    ends = obj.get("endTime") or obj.get("closed")
+    voters = obj.get("votersCount")
+    await tx.execute(
+        "INSERT INTO polls (id, status_id, options_json, multiple, expires_at, voters_count, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (tx.new_id(), status_id, dumps_str(options), int(multiple), parse_iso(ends) if isinstance(ends, str) else None,
+         voters if isinstance(voters, int) and 0 <= voters < 10**9 else 0, now()),
+    )
+
+
+async def _poll_vote(ctx: Context, obj: dict[str, Any], voter: Row) -> str | None:
+    """A remote vote on a local poll (Create(Note) with `name` = option, `inReplyTo` = the poll); None if not one."""
+    async with ctx.db.write() as tx:
+        poll = await tx.fetchone(
+            "SELECT p.*, s.account_id AS author_id FROM polls p JOIN statuses s ON s.id = p.status_id"
+            " WHERE s.uri = ? AND s.local = 1 AND s.deleted_at IS NULL"
+            " AND (s.visibility IN ('public', 'unlisted')"
+            "  OR EXISTS (SELECT 1 FROM mentions m WHERE m.status_id = s.id AND m.account_id = ?)"
+            "  OR (s.visibility = 'private' AND EXISTS (SELECT 1 FROM follows f WHERE f.account_id = ?"
+            "      AND f.target_account_id = s.account_id AND f.state = 'accepted')))",
+            (object_id(obj.get("inReplyTo")), voter["id"], voter["id"]),
+        )
+        if poll is None:
+            return None
+        titles = [o["title"] for o in loads_strict(poll["options_json"])]
+        if obj["name"] not in titles:
+            return "ignored: not an option of the poll"
+        choice = titles.index(obj["name"])
+        voted = await tx.fetchone("SELECT 1 FROM poll_votes WHERE poll_id = ? AND account_id = ?", (poll["id"], voter["id"]))
+        problem = vote_problem(poll, voter["id"], poll["author_id"], [choice], voted is not None and not poll["multiple"], now())
+        if problem:
+            return f"ignored: {problem}"
+        added = await add_vote(tx, poll["id"], voter["id"], choice, object_id(obj), tx.new_id())
+    return PROCESSED if added else "ignored: vote already counted"
+
+
 async def on_create(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
     obj = activity.get("object")
+    if isinstance(obj, dict) and obj.get("type") == "Note" and isinstance(obj.get("name"), str) and obj.get("inReplyTo"):
+        outcome = await _poll_vote(ctx, obj, actor)
+        if outcome is not None:
+            return outcome
     if not isinstance(obj, dict) or obj.get("type") not in NOTE_TYPES:
         return "ignored: not an embedded note"
     async with ctx.db.write() as tx:
@@ -204,6 +274,7 @@ async def on_update(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
             (note.content, note.summary, int(note.sensitive or bool(note.summary)), at, status["id"]),
         )
         await set_tags(tx, status["id"], note.hashtags)
+        tx.publish("status.updated", status_id=status["id"])
     return PROCESSED
 
 
@@ -222,6 +293,7 @@ async def on_delete(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
             return "processed: tombstone only"
         await tx.execute("UPDATE statuses SET deleted_at = ? WHERE id = ?", (ts, status["id"]))
         await tx.execute("DELETE FROM home_feed WHERE status_id = ?", (status["id"],))
+        tx.publish("status.deleted", status_id=status["id"], account_id=actor["id"])
     return PROCESSED
 
 
@@ -251,8 +323,10 @@ async def on_like(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
 async def _fetch_remote_note(ctx: Context, uri: str) -> tuple[dict[str, Any], Row] | None:
     """Fetch a boosted note from its origin; an embedded copy is never trusted (THREATS A5)."""
     try:
-        doc = (await ctx.http.fetch_json(uri, signer=ctx.instance_signer)).document
-        if doc.get("id") != uri or doc.get("type") not in NOTE_TYPES:
+        result = await ctx.http.fetch_json(uri, signer=ctx.instance_signer)
+        doc = result.document
+        # The id must be the one asked for, and the host that answered (after redirects) its host (A7).
+        if doc.get("id") != uri or not same_origin(result.url, uri) or doc.get("type") not in NOTE_TYPES:
             return None
         author_uri = object_id(doc.get("attributedTo"))
         if author_uri is None or not same_origin(author_uri, uri):

@@ -48,7 +48,17 @@ def check_headers(ctx: Context, request: web.Request, body: bytes, at: float) ->
         check_request(parsed, request.method, request.headers, body, at, ctx.config.federation.signature_window_seconds)
     except SignatureError as exc:
         raise unauthorized(exc.reason) from None
+    if "host" in parsed.headers and not _is_our_host(ctx, request.headers.get("Host", "")):
+        # Valid for the server it was made for, replayed here with its Host (THREATS S5).
+        raise unauthorized("signed Host is not this instance")
     return parsed
+
+
+def _is_our_host(ctx: Context, host: str) -> bool:
+    """`Host` names this instance (case and default port aside)."""
+    if any(c in host for c in "/?#@\\"):
+        return False
+    return same_origin(f"{ctx.config.instance.scheme}://{host}/", ctx.base_url)
 
 
 async def verify_key(ctx: Context, request: web.Request, parsed: ParsedSignature) -> Verified:

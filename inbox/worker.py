@@ -91,6 +91,9 @@ class InboxWorker:
             return "ignored", f"ignored: unsupported type {str(activity.get('type'))[:40]}"
         try:
             actor = await get_actor(self.ctx, actor_uri)
+            if actor["gone_at"] is not None:
+                # Deleted (Delete of itself, or 410): a late or replayed activity must not bring content back.
+                return "ignored", "ignored: the actor is gone"
             result = await handler(self.ctx, activity, actor)
         except (ActorError, ParseError) as exc:
             return "ignored", f"ignored: {exc}"

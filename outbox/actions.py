@@ -60,7 +60,7 @@ MAX_POLL_OPTIONS = 4
 MAX_POLL_OPTION_CHARS = 50
 
 
-def _check_poll(poll: PollRequest | None, has_media: bool) -> None:
+def check_poll(poll: PollRequest | None, has_media: bool) -> None:
     if poll is None:
         return
     if has_media:
@@ -101,7 +101,7 @@ async def _follower_inboxes(tx: Tx, account_id: int) -> set[str]:
     return {r["inbox"] for r in rows if r["inbox"]}
 
 
-async def _publish(
+async def publish(
     ctx: Context, tx: Tx, account: Row, activity: dict[str, Any], inboxes: set[str], *,
     public: bool = False, object_uri: str | None = None, row_id: int | None = None,
 ) -> None:
@@ -119,7 +119,7 @@ async def _publish(
         tx.after_commit.append(ctx.wake_delivery)
 
 
-def _new_activity(ctx: Context, tx: Tx, kind: str, actor: Row, obj: Any, **extra: Any) -> tuple[int, dict[str, Any]]:
+def new_activity(ctx: Context, tx: Tx, kind: str, actor: Row, obj: Any, **extra: Any) -> tuple[int, dict[str, Any]]:
     row_id = tx.new_id()
     return row_id, {"id": urls.activity(ctx.base_url, row_id), "type": kind, "actor": actor["uri"], "object": obj, **extra}
 
@@ -192,7 +192,7 @@ async def create_status(ctx: Context, account: Row, req: PostRequest) -> Row:
         raise ActionError("content warning is too long")
     if len(req.media_ids) > MAX_MEDIA:
         raise ActionError(f"at most {MAX_MEDIA} media attachments")
-    _check_poll(req.poll, bool(req.media_ids))
+    check_poll(req.poll, bool(req.media_ids))
     parent = None
     if req.in_reply_to_id is not None:
         parent = await ctx.db.fetchone(
@@ -242,7 +242,7 @@ async def create_status(ctx: Context, account: Row, req: PostRequest) -> Row:
         obj = await _note_in_tx(ctx, tx, status, account)
         activity = {"id": f"{uri}/activity", "type": "Create", "actor": account["uri"],
                     "published": obj["published"], "to": to, "cc": cc, "object": obj}
-        await _publish(ctx, tx, account, activity, await _status_inboxes(tx, account, req.visibility, mentioned),
+        await publish(ctx, tx, account, activity, await _status_inboxes(tx, account, req.visibility, mentioned),
                        public=req.visibility in ("public", "unlisted"), object_uri=uri)
     return status
 
@@ -287,11 +287,12 @@ async def edit_status(ctx: Context, account: Row, status_id: int, text: str, spo
              ts, status_id),
         )
         await set_tags(tx, status_id, find_hashtags(text))
+        tx.publish("status.updated", status_id=status_id)
         updated = await tx.fetchone("SELECT * FROM statuses WHERE id = ?", (status_id,))
         assert updated is not None
         obj = await _note_in_tx(ctx, tx, updated, account)
-        row_id, activity = _new_activity(ctx, tx, "Update", account, obj, to=obj["to"], cc=obj["cc"])
-        await _publish(ctx, tx, account, activity, await _status_inboxes(tx, account, status["visibility"], mentioned),
+        row_id, activity = new_activity(ctx, tx, "Update", account, obj, to=obj["to"], cc=obj["cc"])
+        await publish(ctx, tx, account, activity, await _status_inboxes(tx, account, status["visibility"], mentioned),
                        object_uri=status["uri"], row_id=row_id)
     return updated
 
@@ -304,12 +305,13 @@ async def delete_status(ctx: Context, account: Row, status_id: int) -> None:
         mentioned = await _mentioned(tx, status_id)
         await tx.execute("UPDATE statuses SET deleted_at = ? WHERE id = ?", (ts, status_id))
         await tx.execute("DELETE FROM home_feed WHERE status_id = ?", (status_id,))
+        tx.publish("status.deleted", status_id=status_id, account_id=account["id"])
         await tombstone(tx, status["uri"], account["id"], ts)
         to, cc = loads_list(status["to_json"]), loads_list(status["cc_json"])
-        row_id, activity = _new_activity(
+        row_id, activity = new_activity(
             ctx, tx, "Delete", account, {"id": status["uri"], "type": "Tombstone"}, to=to, cc=cc
         )
-        await _publish(ctx, tx, account, activity, await _status_inboxes(tx, account, status["visibility"], mentioned),
+        await publish(ctx, tx, account, activity, await _status_inboxes(tx, account, status["visibility"], mentioned),
                        object_uri=status["uri"], row_id=row_id)
 
 
@@ -330,7 +332,7 @@ async def follow(ctx: Context, account: Row, target: Row) -> str:
         )
         if existing:
             return "following" if existing["state"] == "accepted" else "requested"
-        row_id, activity = _new_activity(ctx, tx, "Follow", account, target["uri"])
+        row_id, activity = new_activity(ctx, tx, "Follow", account, target["uri"])
         local_auto = target["domain"] is None and not target["locked"]
         state = "accepted" if local_auto else "pending"
         await tx.execute(
@@ -342,7 +344,7 @@ async def follow(ctx: Context, account: Row, target: Row) -> str:
             if local_auto:
                 await _backfill_feed(tx, account["id"], target["id"])
         else:
-            await _publish(ctx, tx, account, activity, {target["inbox_url"]}, object_uri=target["uri"], row_id=row_id)
+            await publish(ctx, tx, account, activity, {target["inbox_url"]}, object_uri=target["uri"], row_id=row_id)
     return "following" if state == "accepted" else "requested"
 
 
@@ -368,10 +370,14 @@ async def unfollow(ctx: Context, account: Row, target: Row) -> None:
             "DELETE FROM home_feed WHERE account_id = ? AND status_id IN (SELECT id FROM statuses WHERE account_id = ?)",
             (account["id"], target["id"]),
         )
+        await tx.execute(
+            "DELETE FROM list_accounts WHERE account_id = ? AND list_id IN (SELECT id FROM lists WHERE account_id = ?)",
+            (target["id"], account["id"]),
+        )
         if target["domain"] is not None:
             follow_obj = {"id": row["uri"], "type": "Follow", "actor": account["uri"], "object": target["uri"]}
-            row_id, activity = _new_activity(ctx, tx, "Undo", account, follow_obj)
-            await _publish(ctx, tx, account, activity, {target["inbox_url"]}, row_id=row_id)
+            row_id, activity = new_activity(ctx, tx, "Undo", account, follow_obj)
+            await publish(ctx, tx, account, activity, {target["inbox_url"]}, row_id=row_id)
 
 
 async def answer_follow_request(ctx: Context, account: Row, follower: Row, accept: bool) -> None:
@@ -396,8 +402,8 @@ async def answer_follow_request(ctx: Context, account: Row, follower: Row, accep
 async def send_follow_answer(ctx: Context, tx: Tx, account: Row, follower: Row, follow_uri: str, accept: bool) -> None:
     """Accept/Reject a remote Follow (also used by the inbox when it auto-accepts)."""
     follow_obj = {"id": follow_uri, "type": "Follow", "actor": follower["uri"], "object": account["uri"]}
-    row_id, activity = _new_activity(ctx, tx, "Accept" if accept else "Reject", account, follow_obj)
-    await _publish(ctx, tx, account, activity, {follower["inbox_url"]}, row_id=row_id)
+    row_id, activity = new_activity(ctx, tx, "Accept" if accept else "Reject", account, follow_obj)
+    await publish(ctx, tx, account, activity, {follower["inbox_url"]}, row_id=row_id)
 
 
 async def _visible_status(ctx: Context, status_id: int) -> tuple[Row, Row]:
@@ -417,14 +423,14 @@ async def favourite(ctx: Context, account: Row, status_id: int) -> None:
     async with ctx.db.write() as tx:
         if await tx.fetchone("SELECT 1 FROM favourites WHERE account_id = ? AND status_id = ?", (account["id"], status_id)):
             return
-        row_id, activity = _new_activity(ctx, tx, "Like", account, status["uri"])
+        row_id, activity = new_activity(ctx, tx, "Like", account, status["uri"])
         await tx.execute(
             "INSERT INTO favourites (id, account_id, status_id, uri, created_at) VALUES (?, ?, ?, ?, ?)",
             (tx.new_id(), account["id"], status_id, activity["id"], now()),
         )
         await notify(tx, author["id"], "favourite", account["id"], status_id)
         if author["domain"] is not None:
-            await _publish(ctx, tx, account, activity, {author["inbox_url"]}, object_uri=status["uri"], row_id=row_id)
+            await publish(ctx, tx, account, activity, {author["inbox_url"]}, object_uri=status["uri"], row_id=row_id)
 
 
 async def unfavourite(ctx: Context, account: Row, status_id: int) -> None:
@@ -436,8 +442,8 @@ async def unfavourite(ctx: Context, account: Row, status_id: int) -> None:
         await tx.execute("DELETE FROM favourites WHERE id = ?", (fav["id"],))
         if author["domain"] is not None:
             like = {"id": fav["uri"], "type": "Like", "actor": account["uri"], "object": status["uri"]}
-            row_id, activity = _new_activity(ctx, tx, "Undo", account, like)
-            await _publish(ctx, tx, account, activity, {author["inbox_url"]}, row_id=row_id)
+            row_id, activity = new_activity(ctx, tx, "Undo", account, like)
+            await publish(ctx, tx, account, activity, {author["inbox_url"]}, row_id=row_id)
 
 
 async def reblog(ctx: Context, account: Row, status_id: int) -> Row:
@@ -450,7 +456,7 @@ async def reblog(ctx: Context, account: Row, status_id: int) -> Row:
         )
         if existing:
             return existing
-        row_id, activity = _new_activity(
+        row_id, activity = new_activity(
             ctx, tx, "Announce", account, status["uri"], to=[PUBLIC], cc=[author["uri"], account["followers_url"]],
             published=iso_seconds(now()),
         )
@@ -465,7 +471,7 @@ async def reblog(ctx: Context, account: Row, status_id: int) -> Row:
         inboxes = await _follower_inboxes(tx, account["id"])
         if author["domain"] is not None and (inbox := _inbox(author)):
             inboxes.add(inbox)
-        await _publish(ctx, tx, account, activity, inboxes, public=True, object_uri=status["uri"], row_id=row_id)
+        await publish(ctx, tx, account, activity, inboxes, public=True, object_uri=status["uri"], row_id=row_id)
         boost = await tx.fetchone("SELECT * FROM statuses WHERE id = ?", (boost_id,))
     assert boost is not None
     return boost
@@ -482,12 +488,13 @@ async def unreblog(ctx: Context, account: Row, status_id: int) -> None:
             return
         await tx.execute("UPDATE statuses SET deleted_at = ? WHERE id = ?", (now(), boost["id"]))
         await tx.execute("DELETE FROM home_feed WHERE status_id = ?", (boost["id"],))
+        tx.publish("status.deleted", status_id=boost["id"], account_id=account["id"])
         announce = {"id": boost["uri"], "type": "Announce", "actor": account["uri"], "object": status["uri"]}
-        row_id, activity = _new_activity(ctx, tx, "Undo", account, announce)
+        row_id, activity = new_activity(ctx, tx, "Undo", account, announce)
         inboxes = await _follower_inboxes(tx, account["id"])
         if author["domain"] is not None and (inbox := _inbox(author)):
             inboxes.add(inbox)
-        await _publish(ctx, tx, account, activity, inboxes, row_id=row_id)
+        await publish(ctx, tx, account, activity, inboxes, row_id=row_id)
 
 
 async def block(ctx: Context, account: Row, target: Row) -> None:
@@ -495,7 +502,7 @@ async def block(ctx: Context, account: Row, target: Row) -> None:
     async with ctx.db.write() as tx:
         if await tx.fetchone("SELECT 1 FROM blocks WHERE account_id = ? AND target_account_id = ?", (account["id"], target["id"])):
             return
-        row_id, activity = _new_activity(ctx, tx, "Block", account, target["uri"])
+        row_id, activity = new_activity(ctx, tx, "Block", account, target["uri"])
         await tx.execute(
             "INSERT INTO blocks (id, account_id, target_account_id, uri, created_at) VALUES (?, ?, ?, ?, ?)",
             (tx.new_id(), account["id"], target["id"], activity["id"], now()),
@@ -505,7 +512,7 @@ async def block(ctx: Context, account: Row, target: Row) -> None:
             (account["id"], target["id"], target["id"], account["id"]),
         )
         if target["domain"] is not None:
-            await _publish(ctx, tx, account, activity, {target["inbox_url"]}, row_id=row_id)
+            await publish(ctx, tx, account, activity, {target["inbox_url"]}, row_id=row_id)
 
 
 async def unblock(ctx: Context, account: Row, target: Row) -> None:
@@ -516,8 +523,8 @@ async def unblock(ctx: Context, account: Row, target: Row) -> None:
         await tx.execute("DELETE FROM blocks WHERE id = ?", (row["id"],))
         if target["domain"] is not None:
             blk = {"id": row["uri"], "type": "Block", "actor": account["uri"], "object": target["uri"]}
-            row_id, activity = _new_activity(ctx, tx, "Undo", account, blk)
-            await _publish(ctx, tx, account, activity, {target["inbox_url"]}, row_id=row_id)
+            row_id, activity = new_activity(ctx, tx, "Undo", account, blk)
+            await publish(ctx, tx, account, activity, {target["inbox_url"]}, row_id=row_id)
 
 
 async def update_profile(ctx: Context, account: Row, *, display_name: str | None = None,
@@ -544,6 +551,6 @@ async def update_profile(ctx: Context, account: Row, *, display_name: str | None
         assert updated is not None
         doc = actor_document(ctx.config, updated)
         doc.pop("@context", None)
-        row_id, activity = _new_activity(ctx, tx, "Update", updated, doc, to=[PUBLIC])
-        await _publish(ctx, tx, updated, activity, await _follower_inboxes(tx, account["id"]), row_id=row_id)
+        row_id, activity = new_activity(ctx, tx, "Update", updated, doc, to=[PUBLIC])
+        await publish(ctx, tx, updated, activity, await _follower_inboxes(tx, account["id"]), row_id=row_id)
     return updated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,11 +25,11 @@ def procs(tmp_path: Path) -> Iterator[FediProcesses]:
         yield p
 
 
-def one_error_line(result: object) -> str:
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     """A failed command: exit 1 and exactly one line on stderr, starting with "fedi:"."""
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)  # type: ignore[attr-defined]
-    lines = result.stderr.splitlines()  # type: ignore[attr-defined]
-    assert len(lines) == 1 and lines[0].startswith("fedi: "), result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedi: "), result.stderr
     return lines[0]
 
 
@@ -137,6 +138,18 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str) 
         line = one_error_line(run_cli(*args, config=config, cwd=tmp_path))
         assert expected in line, line
     assert not (tmp_path / "fedi.sqlite3").exists()
+
+
+def test_unusable_paths_are_one_clear_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "folder"
+    line = one_error_line(run_cli("init", config=missing / "config.toml", cwd=tmp_path))
+    assert str(missing / "config.toml") in line and "No such file or directory" in line
+    config = write_config(tmp_path / "config.toml", {"database": {"path": str(missing / "fedi.sqlite3")}})
+    for args in (("init",), ("account", "list"), ("serve",)):
+        line = one_error_line(run_cli(*args, config=config, cwd=tmp_path, timeout=15))
+        assert line == f"fedi: database {missing / 'fedi.sqlite3'}: unable to open database file", line
+    assert "Is a directory" in one_error_line(run_cli("account", "list", config=tmp_path, cwd=tmp_path))
+    assert "FEDI_LOG=LOUD" in one_error_line(run_cli("queue", config=config, env=fedi_env(FEDI_LOG="loud")))
 
 
 def test_serve_explains_itself_and_suspension_answers_410(procs: FediProcesses) -> None:

@@ -6,21 +6,31 @@ from aiohttp import web
 
 from fedi.api import (
     accounts,
+    blocks,
+    conversations,
+    filters,
+    profile,
+    registration,
+    relationships,
     lists,
     media,
     notifications,
     oauth,
     instance,
+    polls,
+    scheduled,
     search,
     status_actions,
     statuses,
     streaming,
+    tags,
     timelines,
     user_data,
 )
 
 
 def setup(app: web.Application) -> None:
-    for module in (oauth, instance, accounts, statuses, status_actions, timelines, notifications, search, media,
-                   lists, user_data, streaming):
+    for module in (oauth, instance, accounts, profile, registration, relationships, blocks, statuses, status_actions,
+                   timelines, notifications, search, media,
+                   lists, user_data, streaming, polls, scheduled, filters, tags, conversations):
         module.setup(app)

@@ -1,7 +1,194 @@
-"""(being written)"""
+"""Lists: CRUD and membership (only accounts the user follows), as Mastodon's /api/v1/lists.
+
+Every list is looked up with its owner, so someone else's list id is not found
+(THREATS O5); titles are length-capped and the number of lists bounded (O9).
+The list timeline itself lives in fedi/api/timelines.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
+from fedi.api import entities
+from fedi.api.auth import require
+from fedi.api.paging import page_from, paged_json
+from fedi.api.params import Params, read_params
+from fedi.api.respond import json_response
+from fedi.api.visibility import parse_id
+from fedi.clock import now
+from fedi.context import CTX, Context
+from fedi.db import Row
+from fedi.errors import HttpError
+
+REPLIES_POLICIES = ("followed", "list", "none")
+MAX_TITLE_CHARS = 256
+MAX_LISTS = 50
+MAX_ACCOUNT_IDS = 100
+
+
+def list_entity(row: Row) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "title": row["title"],
+        "replies_policy": row["replies_policy"],
+        "exclusive": bool(row["exclusive"]),
+    }
+
+
+def _title(params: Params, required: bool) -> str | None:
+    title = params.str("title", max_length=MAX_TITLE_CHARS)
+    if title is None and not required:
+        return None
+    if title is None or not title.strip():
+        raise HttpError(422, "Validation failed: Title can't be blank")
+    return title.strip()
+
+
+def _policy(params: Params) -> str | None:
+    policy = params.str("replies_policy", max_length=20)
+    if policy is not None and policy not in REPLIES_POLICIES:
+        raise HttpError(422, "Validation failed: Replies policy is not included in the list")
+    return policy
+
+
+async def _own_list(ctx: Context, raw_id: str, account_id: int) -> Row:
+    row = await ctx.db.fetchone("SELECT * FROM lists WHERE id = ? AND account_id = ?", (parse_id(raw_id), account_id))
+    if row is None:
+        raise HttpError(404, "Record not found")
+    return row
+
+
+async def index(request: web.Request) -> web.Response:
+    """GET /api/v1/lists"""
+    auth = await require(request, "read:lists")
+    rows = await request.app[CTX].db.fetchall("SELECT * FROM lists WHERE account_id = ? ORDER BY id", (auth.account["id"],))
+    return json_response([list_entity(r) for r in rows])
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /api/v1/lists"""
+    auth = await require(request, "write:lists")
+    ctx = request.app[CTX]
+    params = await read_params(request)
+    title, policy = _title(params, True), _policy(params) or "list"
+    exclusive = params.bool("exclusive")
+    async with ctx.db.write() as tx:
+        count = (await tx.fetchone("SELECT count(*) FROM lists WHERE account_id = ?", (auth.account["id"],)))[0]
+        if count >= MAX_LISTS:
+            raise HttpError(422, f"Validation failed: at most {MAX_LISTS} lists")
+        list_id = tx.new_id()
+        await tx.execute(
+            "INSERT INTO lists (id, account_id, title, replies_policy, exclusive, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (list_id, auth.account["id"], title, policy, int(exclusive), now()),
+        )
+        row = await tx.fetchone("SELECT * FROM lists WHERE id = ?", (list_id,))
+    return json_response(list_entity(row))
+
+
+async def show(request: web.Request) -> web.Response:
+    """GET /api/v1/lists/:id"""
+    auth = await require(request, "read:lists")
+    return json_response(list_entity(await _own_list(request.app[CTX], request.match_info["id"], auth.account["id"])))
+
+
+async def update(request: web.Request) -> web.Response:
+    """PUT /api/v1/lists/:id"""
+    auth = await require(request, "write:lists")
+    ctx = request.app[CTX]
+    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    params = await read_params(request)
+    title, policy = _title(params, False), _policy(params)
+    exclusive = params.bool("exclusive", bool(row["exclusive"]))
+    async with ctx.db.write() as tx:
+        await tx.execute(
+            "UPDATE lists SET title = ?, replies_policy = ?, exclusive = ? WHERE id = ?",
+            (title or row["title"], policy or row["replies_policy"], int(exclusive), row["id"]),
+        )
+        updated = await tx.fetchone("SELECT * FROM lists WHERE id = ?", (row["id"],))
+    return json_response(list_entity(updated))
+
+
+async def delete(request: web.Request) -> web.Response:
+    """DELETE /api/v1/lists/:id"""
+    auth = await require(request, "write:lists")
+    ctx = request.app[CTX]
+    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    async with ctx.db.write() as tx:
+        await tx.execute("DELETE FROM list_accounts WHERE list_id = ?", (row["id"],))
+        await tx.execute("DELETE FROM lists WHERE id = ?", (row["id"],))
+    return json_response({})
+
+
+async def members(request: web.Request) -> web.Response:
+    """GET /api/v1/lists/:id/accounts (limit=0 gives every member without paging)"""
+    auth = await require(request, "read:lists")
+    ctx = request.app[CTX]
+    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    params = await read_params(request)
+    sql = "SELECT a.* FROM list_accounts la JOIN accounts a ON a.id = la.account_id WHERE la.list_id = ?"
+    if params.int("limit") == 0:
+        rows = await ctx.db.fetchall(sql + " ORDER BY la.account_id DESC", (row["id"],))
+        rendered = await entities.accounts(ctx, rows)
+        return json_response([rendered[r["id"]] for r in rows])
+    page = page_from(params, default=40, maximum=80)
+    cond, args, order = page.clause("la.account_id")
+    rows = page.arrange(await ctx.db.fetchall(f"{sql} AND {cond} ORDER BY {order} LIMIT ?", [row["id"], *args, page.limit]))
+    rendered = await entities.accounts(ctx, rows)
+    return paged_json(request, [rendered[r["id"]] for r in rows], [r["id"] for r in rows])
+
+
+def _account_ids(params: Params) -> list[int]:
+    values = params.list("account_ids")
+    if not values:
+        raise HttpError(422, "Validation failed: account_ids can't be blank")
+    if len(values) > MAX_ACCOUNT_IDS:
+        raise HttpError(422, f"Validation failed: at most {MAX_ACCOUNT_IDS} accounts at once")
+    if not all(isinstance(v, (str, int)) for v in values):
+        raise HttpError(404, "Record not found")
+    return list(dict.fromkeys(parse_id(str(v)) for v in values))
+
+
+async def add_members(request: web.Request) -> web.Response:
+    """POST /api/v1/lists/:id/accounts: every account must be one the user follows, else nothing is added."""
+    auth = await require(request, "write:lists")
+    ctx = request.app[CTX]
+    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    ids = _account_ids(await read_params(request))
+    ph = ",".join("?" for _ in ids)
+    async with ctx.db.write() as tx:
+        known = {r[0] for r in await tx.fetchall(f"SELECT id FROM accounts WHERE id IN ({ph})", ids)}
+        if len(known) != len(ids):
+            raise HttpError(404, "Record not found")
+        followed = {r[0] for r in await tx.fetchall(
+            f"SELECT target_account_id FROM follows WHERE account_id = ? AND state = 'accepted'"
+            f" AND target_account_id IN ({ph})", [auth.account["id"], *ids])}
+        if len(followed) != len(ids):
+            raise HttpError(422, "Validation failed: Account has not been followed")
+        await tx.executemany("INSERT OR IGNORE INTO list_accounts (list_id, account_id) VALUES (?, ?)",
+                             [(row["id"], i) for i in ids])
+    return json_response({})
+
+
+async def remove_members(request: web.Request) -> web.Response:
+    """DELETE /api/v1/lists/:id/accounts"""
+    auth = await require(request, "write:lists")
+    ctx = request.app[CTX]
+    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    ids = _account_ids(await read_params(request))
+    async with ctx.db.write() as tx:
+        await tx.executemany("DELETE FROM list_accounts WHERE list_id = ? AND account_id = ?", [(row["id"], i) for i in ids])
+    return json_response({})
+
 
 def setup(app: web.Application) -> None:
-    pass
+    r = app.router
+    r.add_get("/api/v1/lists", index)
+    r.add_post("/api/v1/lists", create)
+    r.add_get("/api/v1/lists/{id}", show)
+    r.add_put("/api/v1/lists/{id}", update)
+    r.add_delete("/api/v1/lists/{id}", delete)
+    r.add_get("/api/v1/lists/{id}/accounts", members)
+    r.add_post("/api/v1/lists/{id}/accounts", add_members)
+    r.add_delete("/api/v1/lists/{id}/accounts", remove_members)

@@ -41,6 +41,9 @@ def _insert(target: dict[str, Any], key: str, value: Any) -> None:
             if last:
                 node.append(value)
                 return
+            if following != "" and node and isinstance(node[-1], dict) and following not in node[-1]:
+                node = node[-1]  # Rails: a[][x]=1&a[][y]=2 fill one hash until a key repeats
+                continue
             node.append({} if following != "" else [])
             node = node[-1]
             continue

@@ -1,4 +1,4 @@
-"""Statuses: create, read, delete (further verbs live in fedi/api/status_actions.py)."""
+"""Statuses: create, read, edit, delete (further verbs live in fedi/api/status_actions.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id, visible_status
 from fedi.clock import parse_iso
-from fedi.context import CTX
+from fedi.context import CTX, Context
+from fedi.db import Row
 from fedi.errors import HttpError
-from outbox.actions import ActionError, PollRequest, PostRequest, create_status, delete_status
+from fedi.jsonutil import loads_strict
+from outbox.actions import ActionError, PollRequest, PostRequest, create_status, delete_status, edit_status
 
 LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{1,8})?$")
 
@@ -65,7 +67,7 @@ async def create(request: web.Request) -> web.Response:
     scheduled = params.str("scheduled_at", max_length=40)
     req = post_request(params, auth.app_id)
     if scheduled:
-        from fedi.api.scheduled import schedule
+        from fedi.api.scheduled import schedule  # here, not at the top: fedi.api.scheduled imports post_request
 
         at = parse_iso(scheduled)
         if at is None:
@@ -103,8 +105,45 @@ async def delete(request: web.Request) -> web.Response:
     return json_response(entity)
 
 
+async def _check_attachments_kept(ctx: Context, status: Row, params: Params) -> None:
+    """Edits change text, content warning and sensitivity; media and poll may be sent but not changed (yet)."""
+    if "media_ids" in params or "media_ids[]" in params:
+        current = [r["id"] for r in await ctx.db.fetchall(
+            "SELECT id FROM media_attachments WHERE status_id = ? ORDER BY position", (status["id"],))]
+        if [str(m) for m in params.list("media_ids")] != [str(m) for m in current]:
+            raise HttpError(422, "Validation failed: media attachments can't be changed by an edit")
+    wanted = _poll(params)
+    if wanted is not None:
+        poll = await ctx.db.fetchone("SELECT options_json, multiple FROM polls WHERE status_id = ?", (status["id"],))
+        kept = poll is not None and bool(poll["multiple"]) == wanted.multiple and wanted.options == tuple(
+            o["title"] for o in loads_strict(poll["options_json"]))
+        if not kept:
+            raise HttpError(422, "Validation failed: a poll can't be added or changed by an edit")
+
+
+async def edit(request: web.Request) -> web.Response:
+    """PUT /api/v1/statuses/{id}: the author's own post; the previous version goes to the history."""
+    auth = await require(request, "write:statuses")
+    ctx = request.app[CTX]
+    row = await visible_status(ctx, request.match_info["id"], auth.account)
+    if row["account_id"] != auth.account["id"] or row["reblog_of_id"] is not None:
+        raise HttpError(404, "Record not found")
+    params = await read_params(request)
+    await _check_attachments_kept(ctx, row, params)
+    try:
+        updated = await edit_status(
+            ctx, auth.account, row["id"], params.str("status", "", max_length=20_000) or "",
+            spoiler_text=params.str("spoiler_text", max_length=2000),
+            sensitive=params.bool("sensitive") if params.get("sensitive") is not None else None,
+        )
+    except ActionError as exc:
+        raise HttpError(exc.status, f"Validation failed: {exc}") from None
+    return json_response(await entities.status(ctx, updated, auth.account))
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/v1/statuses", create)
     r.add_get("/api/v1/statuses/{id:\\d+}", show)
+    r.add_put("/api/v1/statuses/{id:\\d+}", edit)
     r.add_delete("/api/v1/statuses/{id:\\d+}", delete)

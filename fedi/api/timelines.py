@@ -13,6 +13,7 @@ from fedi.api.params import read_params
 from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
+from fedi.filtering import apply_filters
 
 VISIBLE = "s.deleted_at IS NULL"
 
@@ -23,8 +24,12 @@ async def _page(ctx: Context, sql: str, args: list[Any], page: Page, column: str
     return page.arrange(rows)
 
 
-async def render_page(request: web.Request, ctx: Context, rows: list[Row], viewer: Row | None) -> web.Response:
+async def render_page(request: web.Request, ctx: Context, rows: list[Row], viewer: Row | None,
+                      filter_context: str | None = None) -> web.Response:
+    """A page of statuses; with `filter_context`, the viewer's filters drop or mark them (Link still spans the rows)."""
     body = await entities.statuses(ctx, rows, viewer)
+    if filter_context is not None:
+        body = await apply_filters(ctx, viewer, body, filter_context)
     return paged_json(request, body, [r["id"] for r in rows])
 
 
@@ -38,7 +43,7 @@ async def home(request: web.Request) -> web.Response:
         "SELECT s.* FROM home_feed h JOIN statuses s ON s.id = h.status_id WHERE h.account_id = ? AND " + VISIBLE,
         [auth.account["id"]], page, column="h.status_id",
     )
-    return await render_page(request, ctx, rows, auth.account)
+    return await render_page(request, ctx, rows, auth.account, "home")
 
 
 async def public(request: web.Request) -> web.Response:
@@ -54,7 +59,7 @@ async def public(request: web.Request) -> web.Response:
     if params.bool("only_media"):
         where.append("EXISTS (SELECT 1 FROM media_attachments m WHERE m.status_id = s.id)")
     rows = await _page(ctx, "SELECT s.* FROM statuses s WHERE " + " AND ".join(where), [], page_from(params))
-    return await render_page(request, ctx, rows, auth.account if auth else None)
+    return await render_page(request, ctx, rows, auth.account if auth else None, "public")
 
 
 async def tag(request: web.Request) -> web.Response:
@@ -72,7 +77,7 @@ async def tag(request: web.Request) -> web.Response:
         ctx, "SELECT s.* FROM status_tags st JOIN statuses s ON s.id = st.status_id WHERE " + " AND ".join(where),
         [name], page_from(params), column="st.status_id",
     )
-    return await render_page(request, ctx, rows, auth.account if auth else None)
+    return await render_page(request, ctx, rows, auth.account if auth else None, "public")
 
 
 async def list_timeline(request: web.Request) -> web.Response:
@@ -91,7 +96,7 @@ async def list_timeline(request: web.Request) -> web.Response:
         + " AND s.account_id IN (SELECT account_id FROM list_accounts WHERE list_id = ?)",
         [auth.account["id"], owned["id"]], page_from(await read_params(request)), column="h.status_id",
     )
-    return await render_page(request, ctx, rows, auth.account)
+    return await render_page(request, ctx, rows, auth.account, "home")
 
 
 def setup(app: web.Application) -> None:

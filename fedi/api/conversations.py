@@ -1,0 +1,170 @@
+"""Direct-message conversations: GET /api/v1/conversations, mark read, remove.
+
+A conversation is the set of direct statuses the user wrote or was mentioned in
+that share a thread root (`statuses.conversation_uri` when set, otherwise the
+top of the `in_reply_to` chain). One `conversations` row per (account, root)
+is brought up to date lazily, when the list is read: direct statuses stored
+since the previous pass (by `statuses.created_at`, the time they were stored,
+which local and remote posts alike only ever increase) are folded in. That
+position is kept in `markers` under the internal timeline name
+`conversations`, never shown by the markers API. Because only newer statuses
+are folded in, a removed conversation stays away until someone writes in it
+again, as in Mastodon.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from fedi.api import entities
+from fedi.api.auth import require
+from fedi.api.paging import page_from, paged_json
+from fedi.api.respond import json_response
+from fedi.api.params import read_params
+from fedi.api.visibility import parse_id
+from fedi.clock import now
+from fedi.context import CTX, Context
+from fedi.db import Row, Tx
+from fedi.errors import HttpError
+
+MARKER = "conversations"
+MAX_THREAD_DEPTH = 100
+ROOT_COLUMNS = "id, uri, in_reply_to_id, in_reply_to_uri, conversation_uri"
+
+
+async def _root(tx: Tx, status: Row, memo: dict[int, str]) -> str:
+    """The thread root's URI: walk up known parents (bounded), stopping at the first unknown one."""
+    current, seen = status, []
+    for _ in range(MAX_THREAD_DEPTH):
+        if current["id"] in memo:
+            root = memo[current["id"]]
+            break
+        seen.append(current["id"])
+        if current["conversation_uri"]:
+            root = current["conversation_uri"]
+            break
+        parent = None
+        if current["in_reply_to_id"] is not None:
+            parent = await tx.fetchone(f"SELECT {ROOT_COLUMNS} FROM statuses WHERE id = ?", (current["in_reply_to_id"],))
+        if parent is None:
+            root = current["in_reply_to_uri"] or current["uri"]
+            break
+        current = parent
+    else:
+        root = current["uri"]
+    for status_id in seen:
+        memo[status_id] = root
+    return root
+
+
+async def sync(ctx: Context, account_id: int) -> None:
+    """Fold direct statuses stored since the last pass into the account's conversation rows."""
+    async with ctx.db.write() as tx:
+        mark = await tx.fetchone(
+            "SELECT last_read_id FROM markers WHERE account_id = ? AND timeline = ?", (account_id, MARKER)
+        )
+        since = float(mark["last_read_id"]) if mark else 0.0
+        rows = await tx.fetchall(
+            f"SELECT {ROOT_COLUMNS}, account_id, created_at FROM statuses"
+            " WHERE account_id = ? AND visibility = 'direct' AND deleted_at IS NULL AND created_at > ?"
+            " UNION SELECT s.id, s.uri, s.in_reply_to_id, s.in_reply_to_uri, s.conversation_uri, s.account_id,"
+            " s.created_at FROM mentions m JOIN statuses s ON s.id = m.status_id"
+            " WHERE m.account_id = ? AND s.visibility = 'direct' AND s.deleted_at IS NULL AND s.created_at > ?"
+            " ORDER BY id",
+            (account_id, since, account_id, since),
+        )
+        if not rows:
+            return
+        memo: dict[int, str] = {}
+        for status in rows:
+            root = await _root(tx, status, memo)
+            unread = int(status["account_id"] != account_id)
+            await tx.execute(
+                "INSERT INTO conversations (id, account_id, conversation_uri, last_status_id, unread)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, conversation_uri) DO UPDATE"
+                " SET last_status_id = excluded.last_status_id, unread = excluded.unread"
+                " WHERE excluded.last_status_id > conversations.last_status_id",
+                (tx.new_id(), account_id, root, status["id"], unread),
+            )
+        await tx.execute(
+            "INSERT INTO markers (account_id, timeline, last_read_id, version, updated_at) VALUES (?, ?, ?, 1, ?)"
+            " ON CONFLICT (account_id, timeline) DO UPDATE SET last_read_id = excluded.last_read_id,"
+            " version = markers.version + 1, updated_at = excluded.updated_at",
+            (account_id, MARKER, repr(max(r["created_at"] for r in rows)), now()),
+        )
+
+
+async def render(ctx: Context, rows: list[Row], viewer: Row) -> list[dict[str, Any]]:
+    """Conversation entities: the other participants of the last status, and that status."""
+    if not rows:
+        return []
+    ids = [r["last_status_id"] for r in rows]
+    ph = ",".join("?" for _ in ids)
+    status_rows = await ctx.db.fetchall(f"SELECT * FROM statuses WHERE id IN ({ph}) AND deleted_at IS NULL", ids)
+    statuses = {int(s["id"]): s for s in await entities.statuses(ctx, status_rows, viewer)}
+    people: dict[int, list[int]] = {s["id"]: [s["account_id"]] for s in status_rows}
+    for m in await ctx.db.fetchall(f"SELECT status_id, account_id FROM mentions WHERE status_id IN ({ph})", ids):
+        people.setdefault(m["status_id"], []).append(m["account_id"])
+    account_ids = list({a for group in people.values() for a in group if a != viewer["id"]})
+    accounts: dict[int, dict[str, Any]] = {}
+    if account_ids:
+        accounts = await entities.accounts(ctx, await ctx.db.fetchall(
+            f"SELECT * FROM accounts WHERE id IN ({','.join('?' for _ in account_ids)})", account_ids))
+    return [{
+        "id": str(r["id"]),
+        "unread": bool(r["unread"]),
+        "accounts": [accounts[a] for a in dict.fromkeys(people.get(r["last_status_id"], [])) if a in accounts],
+        "last_status": statuses.get(r["last_status_id"]),
+    } for r in rows]
+
+
+async def index(request: web.Request) -> web.Response:
+    """GET /api/v1/conversations (paged by each conversation's last status id, as Mastodon does)"""
+    auth = await require(request, "read:statuses")
+    ctx = request.app[CTX]
+    page = page_from(await read_params(request), default=20, maximum=40)
+    await sync(ctx, auth.account["id"])
+    cond, args, order = page.clause("last_status_id")
+    rows = page.arrange(await ctx.db.fetchall(
+        f"SELECT * FROM conversations WHERE account_id = ? AND {cond} ORDER BY {order} LIMIT ?",
+        [auth.account["id"], *args, page.limit],
+    ))
+    return paged_json(request, await render(ctx, rows, auth.account), [r["last_status_id"] for r in rows])
+
+
+async def _own(ctx: Context, raw_id: str, account_id: int) -> Row:
+    row = await ctx.db.fetchone("SELECT * FROM conversations WHERE id = ? AND account_id = ?",
+                                (parse_id(raw_id), account_id))
+    if row is None:
+        raise HttpError(404, "Record not found")
+    return row
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    """POST /api/v1/conversations/:id/read"""
+    auth = await require(request, "write:conversations")
+    ctx = request.app[CTX]
+    row = await _own(ctx, request.match_info["id"], auth.account["id"])
+    async with ctx.db.write() as tx:
+        await tx.execute("UPDATE conversations SET unread = 0 WHERE id = ?", (row["id"],))
+    updated = await _own(ctx, request.match_info["id"], auth.account["id"])
+    return json_response((await render(ctx, [updated], auth.account))[0])
+
+
+async def remove(request: web.Request) -> web.Response:
+    """DELETE /api/v1/conversations/:id"""
+    auth = await require(request, "write:conversations")
+    ctx = request.app[CTX]
+    row = await _own(ctx, request.match_info["id"], auth.account["id"])
+    async with ctx.db.write() as tx:
+        await tx.execute("DELETE FROM conversations WHERE id = ?", (row["id"],))
+    return json_response({})
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/v1/conversations", index)
+    r.add_post("/api/v1/conversations/{id}/read", mark_read)
+    r.add_delete("/api/v1/conversations/{id}", remove)
