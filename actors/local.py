@@ -56,6 +56,9 @@ async def create_local_account(
     locked: bool = False,
     bot: bool = False,
     display_name: str = "",
+    approved: bool = True,
+    locale: str | None = None,
+    reason: str | None = None,
 ) -> int:
     """Create a local account and its login; raises AccountError for a bad or taken name."""
     if not USERNAME_RE.match(username):
@@ -74,9 +77,12 @@ async def create_local_account(
             tx, base, username, actor_type="Service" if bot else "Person",
             uri=urls.actor(base, username), locked=locked, bot=bot, display_name=display_name,
         )
+        if email and await tx.fetchone("SELECT 1 FROM users WHERE lower(email) = lower(?)", (email,)):
+            raise AccountError("e-mail address is taken")
         await tx.execute(
-            "INSERT INTO users (account_id, email, password_hash, admin, created_at) VALUES (?, ?, ?, ?, ?)",
-            (account_id, email, hash_password(password), int(admin), now()),
+            "INSERT INTO users (account_id, email, password_hash, admin, approved, locale, reason, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (account_id, email, hash_password(password), int(admin), int(approved), locale, reason, now()),
         )
     return account_id
 

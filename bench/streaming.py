@@ -129,6 +129,7 @@ async def run(run: Run) -> dict[str, Any]:
     t0 = time.perf_counter()
     await asyncio.to_thread(seed_public, db_path, base, n_statuses, n_remote, n_local)
     seed_s = time.perf_counter() - t0
+    run.log(f"seeded {n_statuses} statuses in {seed_s:.1f} s")
 
     server = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path))
     await server.start()
@@ -145,12 +146,13 @@ async def run(run: Run) -> dict[str, Any]:
         status, _, body = await fetch(port, page_req)
         if status != 200 or len(json.loads(body)) != 20:
             raise BenchError(f"public timeline answered HTTP {status}: {body[:200]!r}")
-        await run_closed(port, [page_req] * min(200, n_requests), concurrency=1, time_limit=30)
+        await run_closed(port, [page_req] * min(50, n_requests), concurrency=1, time_limit=10)
         if run.profile:
             await control(server, "POST", "/profile/start")
-        page = await run_closed(port, [page_req] * n_requests, concurrency=1, time_limit=run.size(60, 8))
+        page = await run_closed(port, [page_req] * n_requests, concurrency=1, time_limit=run.size(25, 5))
         if run.profile:
             await control(server, "POST", "/profile/stop", {"path": str(run.results_dir / "profile-public.txt")})
+        run.log(f"public page: {page.completed} requests in {page.elapsed:.1f} s")
         bad = {k: v for k, v in page.status_counts().items() if k != "200"}
         if bad or page.errors:
             raise BenchError(f"public timeline: non-200 answers {bad} errors {dict(page.errors)}")
@@ -175,6 +177,7 @@ async def run(run: Run) -> dict[str, Any]:
                 lat, miss, _ = await _post_and_wait(port, post_req, listeners, run.size(5.0, 2.0))
                 event_lat += lat
                 missing += miss
+                run.log(f"post {k + 1}: {len(lat)} update events, {miss} missing")
                 await asyncio.sleep(0.3)
             if run.profile:
                 await control(server, "POST", "/profile/stop",

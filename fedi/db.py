@@ -31,10 +31,12 @@ class Tx:
         self._conn = conn
         self._ids = ids
         self._events = events
+        self.minted = False
         #: Callbacks run after a successful commit (e.g. waking a worker).
         self.after_commit: list[Any] = []
 
     def new_id(self, at_ms: int | None = None) -> int:
+        self.minted = True
         return self._ids.next(at_ms)
 
     def publish(self, kind: str, **data: Any) -> None:
@@ -88,17 +90,27 @@ class Database:
         await self._reader.close()
         await self._writer.close()
 
-    def new_id(self, at_ms: int | None = None) -> int:
-        return self.ids.next(at_ms)
-
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
-        """A transaction on the single writer; commits on success, rolls back on error."""
+        """A transaction on the single writer; commits on success, rolls back on error.
+
+        The CLI and the server may write to one file at once, so the last id minted
+        is kept in `settings` and read under the write lock: ids stay unique across
+        processes, not just within one.
+        """
         async with self._lock:
             await self._writer.execute("BEGIN IMMEDIATE")
             tx = Tx(self._writer, self.ids, self.events)
             try:
+                async with self._writer.execute("SELECT value FROM settings WHERE key = 'last_id'") as cur:
+                    row = await cur.fetchone()
+                if row is not None:
+                    self.ids.observe(int(row[0]))
                 yield tx
+                if tx.minted:
+                    await self._writer.execute(
+                        "INSERT OR REPLACE INTO settings (key, value) VALUES ('last_id', ?)", (str(self.ids.last),)
+                    )
             except BaseException:
                 await self._writer.execute("ROLLBACK")
                 raise

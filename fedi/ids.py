@@ -16,6 +16,14 @@ class IdGenerator:
     def __init__(self) -> None:
         self._last = 0
 
+    @property
+    def last(self) -> int:
+        return self._last
+
+    def observe(self, value: int) -> None:
+        """Never hand out an id at or below one another process already used."""
+        self._last = max(self._last, value)
+
     def next(self, at_ms: int | None = None) -> int:
         base = (int(time.time() * 1000) if at_ms is None else at_ms) << 16
         value = max(base, self._last + 1)

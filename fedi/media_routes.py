@@ -4,7 +4,7 @@ Only names fedi itself minted are served (folder/aa/bb/<32 hex>[-small].ext), so
 no request path can walk out of the media folder (`..`, encoded slashes,
 absolute paths all fail the pattern); the resolved file must also lie inside it.
 Responses carry the type from the extension and `nosniff`, so a browser never
-second-guesses an image into HTML.
+second-guesses an image into HTML; names are never reused, so files cache forever.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; sandbox",
     "Cache-Control": "public, max-age=31536000, immutable",
+    "Access-Control-Allow-Origin": "*",  # browser clients may draw images into a canvas (as Mastodon allows)
 }
 #: The generated avatar, made on first request and kept per application.
 MISSING = web.AppKey("fedi_missing_avatar", dict)

@@ -281,6 +281,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX oauth_tokens_account ON oauth_tokens (account_id);
 
+    CREATE UNIQUE INDEX users_email ON users (lower(email)) WHERE email IS NOT NULL;
+    ALTER TABLE follows ADD COLUMN show_reblogs INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE follows ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE follows ADD COLUMN languages_json TEXT;
     ALTER TABLE users ADD COLUMN locale TEXT;
     ALTER TABLE users ADD COLUMN reason TEXT;
     ALTER TABLE users ADD COLUMN settings_json TEXT NOT NULL DEFAULT '{}';

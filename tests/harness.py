@@ -34,6 +34,7 @@ def test_config(tmp: Path, name: str, port: int, **sections: dict[str, Any]) -> 
         "instance": {"domain": f"{name}:{port}", "scheme": "http", "name": name},
         "server": {"host": "127.0.0.1", "port": port},
         "database": {"path": str(tmp / f"{name}.sqlite3")},
+        "media": {"path": str(tmp / f"{name}-media")},
         "federation": {"allow_private_networks": ["127.0.0.0/8"], "request_timeout_seconds": 5.0},
     }
     for section, values in sections.items():

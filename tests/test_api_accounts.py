@@ -537,7 +537,6 @@ async def test_registration_with_approval_stores_an_unapproved_user(network: Net
     assert (user["approved"], user["reason"]) == (0, "I like cats")
 
 
-@pytest.mark.xfail(strict=True, reason="fedi/api/auth.require must refuse unapproved users (diff in the report)")
 async def test_unapproved_token_signs_nothing_in(network: Network) -> None:
     alpha = await network.add("alpha.test", instance={"registrations": "approval"})
     status, token, _ = await api(alpha, "POST", "/api/v1/accounts", await app_token(alpha), data=SIGNUP)

@@ -93,7 +93,7 @@ async def test_png_upload_is_resized_with_thumbnail_meta_and_served(network: Net
 
     status, headers, data = await _fetch(alpha, body["url"])
     assert status == 200 and headers["Content-Type"] == "image/png"
-    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Access-Control-Allow-Origin"] == "*"
     served = Image.open(io.BytesIO(data))
     assert served.format == "PNG" and served.size == (1920, 640) and served.mode == "RGBA"
     status, headers, data = await _fetch(alpha, body["preview_url"])

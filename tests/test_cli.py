@@ -161,6 +161,7 @@ def test_serve_explains_itself_and_suspension_answers_410(procs: FediProcesses) 
     # accounts can be created and suspended while the server runs
     inst.create_account("carol")
     assert get(f"{inst.base}/users/carol") == 200
+    assert get(f"{inst.base}/@carol", "text/html") == 200  # the profile page the README points to
     assert get(f"{inst.base}/.well-known/webfinger?resource=acct:carol@{inst.domain}", "application/jrd+json") == 200
     inst.ok("account", "suspend", "carol")
     assert get(f"{inst.base}/users/carol") == 410

@@ -130,7 +130,7 @@ async def publish(inst: Instance, inboxes: list[str], now: float | None = None) 
     """Store a frozen Create from alice and queue it to `inboxes`, as an action would."""
     sender = await alice(inst)
     ctx = inst.ctx
-    activity_id = ctx.db.new_id()
+    activity_id = ctx.db.ids.next()
     uri = f"{sender['uri']}/statuses/{activity_id}/activity"
     body = json.dumps({
         "@context": "https://www.w3.org/ns/activitystreams", "id": uri, "type": "Create",
@@ -310,7 +310,7 @@ async def test_404_fails_at_once(alpha: Instance, peers: StartPeer) -> None:
 
 
 async def insert_remote(inst: Instance, peer: Peer, username: str) -> int:
-    account_id = inst.ctx.db.new_id()
+    account_id = inst.ctx.db.ids.next()
     uri = f"http://{peer.host}/users/{username}"
     async with inst.ctx.db.write() as tx:
         await tx.execute(

@@ -75,6 +75,7 @@ class Auth:
     scopes: frozenset[str]
     account: Row | None  # None for client_credentials tokens
     admin: bool
+    approved: bool = True
 
 
 AUTH_KEY = web.RequestKey("fedi_auth", Auth)
@@ -89,7 +90,7 @@ def bearer(request: web.Request) -> str | None:
 
 async def lookup_token(ctx: Context, token: str) -> Auth | None:
     row = await ctx.db.fetchone(
-        "SELECT t.id, t.app_id, t.scopes, t.account_id, u.admin, u.disabled, a.suspended_at"
+        "SELECT t.id, t.app_id, t.scopes, t.account_id, u.admin, u.disabled, u.approved, a.suspended_at"
         " FROM oauth_tokens t LEFT JOIN users u ON u.account_id = t.account_id"
         " LEFT JOIN accounts a ON a.id = t.account_id"
         " WHERE t.token_hash = ? AND t.revoked_at IS NULL",
@@ -102,7 +103,8 @@ async def lookup_token(ctx: Context, token: str) -> Auth | None:
         if row["disabled"] or row["suspended_at"] is not None:
             return None
         account = await ctx.db.fetchone("SELECT * FROM accounts WHERE id = ?", (row["account_id"],))
-    return Auth(row["id"], row["app_id"], frozenset(row["scopes"].split()), account, bool(row["admin"]))
+    return Auth(row["id"], row["app_id"], frozenset(row["scopes"].split()), account, bool(row["admin"]),
+                row["account_id"] is None or bool(row["approved"]))
 
 
 async def authenticate(request: web.Request) -> Auth | None:
@@ -129,6 +131,8 @@ async def require(request: web.Request, scope: str, *, user: bool = True) -> Aut
         raise HttpError(403, "This action is outside the authorized scopes")
     if user and auth.account is None:
         raise HttpError(422, "This method requires an authenticated user")
+    if not auth.approved:
+        raise HttpError(403, "Your login is currently pending approval")
     if scope.startswith("admin:") and not auth.admin:
         raise HttpError(403, "This action is not allowed")
     return auth

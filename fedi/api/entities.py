@@ -118,7 +118,8 @@ async def credential_account(ctx: Context, row: Row) -> dict[str, Any]:
         "sensitive": bool(settings.get("sensitive", False)),
         "language": settings.get("language") or "",
         "note": settings.get("note_source", ""),
-        "fields": [{"name": f.get("name", ""), "value": f.get("value", ""), "verified_at": None} for f in fields],
+        "fields": [{"name": f.get("name", ""), "value": f.get("source_value", f.get("value", "")), "verified_at": None}
+                   for f in fields],
         "follow_requests_count": requests or 0,
         "hide_collections": False,
         "discoverable": bool(row["discoverable"]),

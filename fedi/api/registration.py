@@ -122,17 +122,14 @@ async def register(request: web.Request) -> web.Response:
         raise HttpError(403, "Registrations are closed on this server")
     username, email, password, locale, reason = await _check(ctx, await read_params(request))
     try:
-        account_id = await create_local_account(ctx.db, ctx.base_url, username, password, email=email)
-    except AccountError:  # someone took the name since the check
-        problems = Problems()
-        problems.add("username", "ERR_TAKEN")
-        raise problems.error() from None
-    async with ctx.db.write() as tx:
-        await tx.execute(
-            "UPDATE users SET approved = ?, locale = ?, reason = ? WHERE account_id = ?",
-            (int(mode == "open"), locale, reason, account_id),
+        account_id = await create_local_account(
+            ctx.db, ctx.base_url, username, password, email=email, approved=mode == "open", locale=locale, reason=reason
         )
-        app = await tx.fetchone("SELECT scopes FROM oauth_apps WHERE id = ?", (auth.app_id,))
+    except AccountError as exc:  # someone took the name or address since the check
+        problems = Problems()
+        problems.add("email" if "e-mail" in str(exc) else "username", "ERR_TAKEN")
+        raise problems.error() from None
+    app = await ctx.db.fetchone("SELECT scopes FROM oauth_apps WHERE id = ?", (auth.app_id,))
     scopes = frozenset((app["scopes"] if app else "read").split())
     token, _, row = await issue_token(ctx, auth.app_id, account_id, scopes)
     body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "scope": " ".join(sorted(scopes)),
