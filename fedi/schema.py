@@ -427,4 +427,131 @@ MIGRATIONS: list[str] = [
         UNIQUE (account_id, conversation_uri)
     );
     """,
+    # 3: instance moderation: domain blocks and allows, severed follows, block-list subscriptions,
+    #    reports, keyword rules, and the audit log.
+    """
+    CREATE TABLE domain_blocks (
+        id INTEGER PRIMARY KEY,
+        domain TEXT NOT NULL UNIQUE,      -- normalised: lower-case, IDNA (punycode), no trailing dot
+        severity TEXT NOT NULL,           -- noop | silence | suspend
+        reject_media INTEGER NOT NULL DEFAULT 0,
+        reject_reports INTEGER NOT NULL DEFAULT 0,
+        private_comment TEXT,
+        public_comment TEXT,
+        obfuscate INTEGER NOT NULL DEFAULT 0,
+        source TEXT NOT NULL DEFAULT 'manual', -- manual | subscription
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE domain_allows (
+        id INTEGER PRIMARY KEY,
+        domain TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    -- Follows cut by a suspension, kept so that lifting the block restores them.
+    CREATE TABLE severed_follows (
+        id INTEGER PRIMARY KEY,
+        domain TEXT NOT NULL,             -- the blocked domain rule that cut it
+        account_id INTEGER NOT NULL,
+        target_account_id INTEGER NOT NULL,
+        uri TEXT,
+        state TEXT NOT NULL,
+        severed_at REAL NOT NULL,
+        restored_at REAL
+    );
+    CREATE INDEX severed_domain ON severed_follows (domain, restored_at);
+
+    CREATE TABLE blocklist_sources (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        format TEXT NOT NULL DEFAULT 'auto',   -- auto | csv | json | text
+        priority INTEGER NOT NULL DEFAULT 0,
+        max_severity TEXT NOT NULL DEFAULT 'suspend',
+        mode TEXT NOT NULL DEFAULT 'draft',    -- draft | apply
+        retractions TEXT NOT NULL DEFAULT 'remove', -- remove | keep
+        enabled INTEGER NOT NULL DEFAULT 1,
+        etag TEXT,
+        last_modified TEXT,
+        last_fetched_at REAL,
+        last_ok_at REAL,
+        last_error TEXT,
+        created_at REAL NOT NULL
+    );
+    -- The last good copy of each source, one row per listed domain.
+    CREATE TABLE blocklist_entries (
+        source_id INTEGER NOT NULL REFERENCES blocklist_sources(id) ON DELETE CASCADE,
+        domain TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        reject_media INTEGER NOT NULL DEFAULT 0,
+        reject_reports INTEGER NOT NULL DEFAULT 0,
+        public_comment TEXT,
+        PRIMARY KEY (source_id, domain)
+    );
+    CREATE TABLE blocklist_drafts (
+        id INTEGER PRIMARY KEY,
+        domain TEXT NOT NULL,
+        change TEXT NOT NULL,                  -- add | update | remove
+        severity TEXT,
+        reject_media INTEGER NOT NULL DEFAULT 0,
+        reject_reports INTEGER NOT NULL DEFAULT 0,
+        public_comment TEXT,
+        sources_json TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending', -- pending | applied | dismissed
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX blocklist_drafts_state ON blocklist_drafts (state, domain);
+    CREATE TABLE blocklist_excludes (
+        domain TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),        -- who reported (remote: the actor)
+        target_account_id INTEGER NOT NULL REFERENCES accounts(id),
+        status_ids_json TEXT NOT NULL DEFAULT '[]',
+        rule_ids_json TEXT NOT NULL DEFAULT '[]',
+        category TEXT NOT NULL DEFAULT 'other',
+        comment TEXT NOT NULL DEFAULT '',
+        forwarded INTEGER NOT NULL DEFAULT 0,
+        uri TEXT UNIQUE,                                            -- the Flag activity id
+        assigned_account_id INTEGER,
+        action_taken_at REAL,
+        action_taken_by_account_id INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX reports_open ON reports (action_taken_at, id);
+
+    CREATE TABLE keyword_rules (
+        id INTEGER PRIMARY KEY,
+        pattern TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'keyword',  -- keyword | hashtag
+        action TEXT NOT NULL DEFAULT 'reject', -- reject | review
+        whole_word INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE keyword_rule_hits (
+        id INTEGER PRIMARY KEY,
+        rule_id INTEGER NOT NULL REFERENCES keyword_rules(id) ON DELETE CASCADE,
+        activity_id TEXT NOT NULL,
+        actor_uri TEXT NOT NULL,
+        excerpt TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+
+    -- Every moderation action, by whom (an admin account, or NULL for a subscription sync).
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER,
+        action TEXT NOT NULL,
+        target_type TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail_json TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+
+    ALTER TABLE accounts ADD COLUMN silenced_at REAL;
+    ALTER TABLE accounts ADD COLUMN sensitized_at REAL;
+    """,
 ]

@@ -1,0 +1,1 @@
+"""Instance moderation: domain blocks and allows, subscriptions, reports, rules, the audit log."""
