@@ -233,6 +233,17 @@ def write_fedi_config(tmp: Path, port: int, db_path: Path, **federation: Any) ->
     return path
 
 
+def loopback_map(names: Any) -> dict[str, str]:
+    """fedi's test resolver map: every seeded host name (and fedi's own) -> 127.0.0.1.
+
+    Nothing the benchmark seeds resolves through DNS, so even an unexpected
+    fetch by fedi stays on loopback (and is refused there).
+    """
+    mapping = {name: "127.0.0.1" for name in names}
+    mapping[FEDI_HOST] = "127.0.0.1"
+    return mapping
+
+
 def fedi_server(tmp: Path, cores: Cores, config: Path, host_map: dict[str, str] | None = None,
                 control: bool = True) -> Server:
     args = ["--kind", "fedi", "--config", str(config)]

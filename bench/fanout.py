@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 
 from bench import seed
-from bench.common import FEDI_HOST, BenchError, Run, Server, control, fedi_server, free_port, median, \
-    write_fedi_config
+from bench.common import FEDI_HOST, BenchError, Run, Server, control, fedi_server, free_port, loopback_map, \
+    median, write_fedi_config
 
 GOAL_RATIO = 0.7
 
@@ -84,8 +84,7 @@ async def measure(run: Run, *, n_followers: int, n_hosts: int, label: str = "fan
         t0 = time.perf_counter()
         await asyncio.to_thread(seed_followers, db_path, base, receiver.port, n_followers, n_hosts)
         seed_s = time.perf_counter() - t0
-        host_map = {f"host{h}.bench": "127.0.0.1" for h in range(n_hosts)}
-        host_map[FEDI_HOST] = "127.0.0.1"
+        host_map = loopback_map(f"host{h}.bench" for h in range(n_hosts))
         fedi = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path), host_map)
         await fedi.start()
         rss_idle_kb = fedi.rss_kb()

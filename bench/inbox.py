@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from bench import seed
-from bench.common import FEDI_HOST, BenchError, Run, Server, control, fedi_server, free_port, median, \
+from bench.common import FEDI_HOST, BenchError, Run, Server, control, fedi_server, free_port, loopback_map, median, \
     summary_ms, wait_inbox_drained, write_fedi_config
 from bench.load import fetch, run_closed
 
@@ -174,7 +174,7 @@ async def run(run: Run) -> dict[str, Any]:
     run.log(f"{n_keys} keys in {keys_s:.1f} s; {sum(map(len, batches))} requests signed in {presign_s:.1f} s")
 
     bare = Server("bare", ["--kind", "bare"], tmp / "bare.log", run.cores.server)
-    fedi = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path))
+    fedi = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path), loopback_map(f"remote{h}.bench" for h in range(HOSTS)))
     accepted: list[str] = []
     fedi_rounds: list[dict[str, Any]] = []
     bare_rounds: list[dict[str, Any]] = []

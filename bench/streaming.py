@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from bench import seed
-from bench.common import FEDI_HOST, BenchError, Run, control, fedi_server, free_port, register_app, \
+from bench.common import FEDI_HOST, BenchError, Run, control, fedi_server, free_port, loopback_map, register_app, \
     summary_ms, user_token, write_fedi_config
 from bench.load import WsListener, build_request, fetch, run_closed, ws_connect
 from bench.timeline import bare_query
@@ -131,7 +131,8 @@ async def run(run: Run) -> dict[str, Any]:
     seed_s = time.perf_counter() - t0
     run.log(f"seeded {n_statuses} statuses in {seed_s:.1f} s")
 
-    server = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path))
+    server = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path),
+                         loopback_map(f"r{h}.remote.bench" for h in range(200)))
     await server.start()
     listeners: list[WsListener] = []
     error = None

@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from bench import seed
-from bench.common import FEDI_HOST, BenchError, Run, control, fedi_server, free_port, summary_ms, user_token, \
-    write_fedi_config
+from bench.common import FEDI_HOST, BenchError, Run, control, fedi_server, free_port, loopback_map, summary_ms, \
+    user_token, write_fedi_config
 from bench.load import build_request, fetch, run_closed
 
 GOAL_P99_MS = 10.0
@@ -97,7 +97,8 @@ async def run(run: Run) -> dict[str, Any]:
     feed_rows = sqlite3.connect(str(db_path)).execute(
         "SELECT count(*) FROM home_feed WHERE account_id = ?", (reader,)).fetchone()[0]
 
-    server = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path))
+    server = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path),
+                         loopback_map(f"r{h}.remote.bench" for h in range(500)))
     await server.start()
     try:
         token = await user_token(f"http://127.0.0.1:{port}", "reader", "benchpassword1", "read")

@@ -82,7 +82,7 @@ async def note(db: Database, base: str, status: Row, author: Row) -> dict[str, A
 
 
 def _attachment(base: str, media: Row) -> dict[str, Any]:
-    url = media["remote_url"] or f"{base}/media/{media['id']}"
+    url = media["remote_url"] or f"{base}/media/{media['file_path']}"
     out: dict[str, Any] = {"type": "Document", "mediaType": media["media_type"], "url": url, "name": media["description"]}
     if media["blurhash"]:
         out["blurhash"] = media["blurhash"]

@@ -200,7 +200,7 @@ async def test_ten_kilobyte_filename_is_refused(network: Network) -> None:
     alpha = await _instance(network)
     token = await user_token(alpha, "alice")
     status, body = await _upload(alpha, token, _image("RGB", (4, 4), "PNG", (0, 0, 0)), filename="n" * 10_240 + ".png")
-    assert status == 422 and "error" in body
+    assert status == 400 and "error" in body  # a part header over the parser's line limit: malformed body
     assert await _media_state(alpha) == (0, [])
 
 

@@ -9,7 +9,6 @@ here; anyone else's id is simply not found (THREATS O5).
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from fedi import images, media_routes
 from fedi.api import entities
@@ -30,10 +29,7 @@ async def upload(request: web.Request) -> web.Response:
     auth = await require(request, "write:media")
     ctx = request.app[CTX]
     # The app-wide body limit is sized for JSON and activities; uploads alone may be larger.
-    try:
-        params = await read_params(request.clone(client_max_size=UPLOAD_BODY_BYTES))
-    except HttpProcessingError:  # e.g. a part header (a 10 KB filename) over aiohttp's line limit
-        raise HttpError(422, "Validation failed: malformed upload") from None
+    params = await read_params(request.clone(client_max_size=UPLOAD_BODY_BYTES))
     field = params.get("file")
     if not is_file(field):
         raise HttpError(422, "Validation failed: File can't be blank")

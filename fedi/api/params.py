@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 
 from fedi.errors import HttpError
@@ -145,7 +146,7 @@ async def read_params(request: web.Request) -> Params:
                 form = await request.post()
             except web.HTTPRequestEntityTooLarge:
                 raise HttpError(413, "request body too large") from None
-            except ValueError:
+            except (ValueError, HttpProcessingError):
                 raise HttpError(400, "malformed form body") from None
             for key, value in form.items():
                 count += 1

@@ -23,7 +23,7 @@ from fedi.clock import now
 from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
-from fedi.images import remove_files, store_profile_image
+from fedi.images import MAX_BYTES, remove_files, store_profile_image
 from fedi.jsonutil import dumps_str, loads_strict
 from outbox.actions import ActionError, update_profile
 
@@ -140,7 +140,8 @@ async def update_credentials(request: web.Request) -> web.Response:
     auth = await require(request, "write:accounts")
     ctx = request.app[CTX]
     account = auth.account
-    params = await read_params(request)
+    # Avatar and header uploads are bigger than the app-wide body limit.
+    params = await read_params(request.clone(client_max_size=MAX_BYTES + 64 * 1024))
     display_name = params.str("display_name", max_length=10_000)
     if display_name is not None and len(display_name.strip()) > MAX_DISPLAY_NAME:
         raise HttpError(422, f"Validation failed: Display name is too long (maximum is {MAX_DISPLAY_NAME} characters)")
