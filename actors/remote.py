@@ -15,6 +15,7 @@ from fedi.context import Context
 from fedi.db import Row
 from fedi.http_client import FetchError
 from fedi.jsonutil import dumps_str
+from fedi.moderation.domains import is_suspended, rule_for
 from fedi.origin import is_valid_url, netloc, same_origin
 from fedi.sanitize import plain_text, sanitize_html
 from fedi.signatures import SignatureError, load_public_key
@@ -63,9 +64,9 @@ def parse_actor(doc: dict[str, Any]) -> dict[str, Any]:
     if not same_origin(inbox, uri):
         raise ActorError("actor inbox missing or on another host")
     username = doc.get("preferredUsername")
-    if not isinstance(username, str) or not username or len(username) > 100 or any(
-        c in username for c in "@/ \t\n:"
-    ):
+    # An instance actor is named after its host, which may carry a port (fedi's own do).
+    forbidden = "@/ \t\n" if doc.get("type") == "Application" else "@/ \t\n:"
+    if not isinstance(username, str) or not username or len(username) > 100 or any(c in username for c in forbidden):
         raise ActorError("actor has no usable preferredUsername")
     endpoints = doc.get("endpoints") if isinstance(doc.get("endpoints"), dict) else {}
     shared = endpoints.get("sharedInbox")
@@ -138,6 +139,7 @@ async def store_actor(ctx: Context, doc: dict[str, Any]) -> Row:
             if clash:  # the handle moved to a new id on the same host: the newest document wins
                 await tx.execute("UPDATE accounts SET username = username || '~' || id WHERE id = ?", (clash["id"],))
             account_id = tx.new_id()
+            values.update(await _rule_markers(ctx, values["domain"]))
             await tx.execute(
                 f"INSERT INTO accounts (id, {', '.join(values)}, updated_at, fetched_at)"
                 f" VALUES (?, {', '.join('?' for _ in values)}, ?, ?)",
@@ -150,12 +152,27 @@ async def store_actor(ctx: Context, doc: dict[str, Any]) -> Row:
     return row
 
 
+async def _rule_markers(ctx: Context, domain: str) -> dict[str, float]:
+    """A new account from a silenced (or suspended) domain starts so, marked by the rule (fedi.moderation.enforce)."""
+    rule = await rule_for(ctx, domain)
+    if rule is None or rule["severity"] not in ("silence", "suspend"):
+        return {}
+    return {"silenced_at" if rule["severity"] == "silence" else "suspended_at": rule["created_at"]}
+
+
 async def _fetch(ctx: Context, url: str) -> dict[str, Any]:
-    """A document that speaks for its id: served by the id's host, after any redirects (THREATS A7)."""
+    """A document that speaks for its id: served by the id's host, after any redirects (THREATS A7).
+
+    Nothing is fetched from a blocked domain, nor taken from one a redirect led to.
+    """
+    if await is_suspended(ctx, url):
+        raise ActorError(f"not fetching {url[:200]}: the domain is blocked")
     try:
         result = await ctx.http.fetch_json(url, signer=ctx.instance_signer)
     except FetchError as exc:
         raise ActorError(f"fetching {url[:200]} failed: {exc.reason}", exc.status) from None
+    if await is_suspended(ctx, result.url):
+        raise ActorError(f"fetching {url[:200]}: redirected to a blocked domain")
     if not same_origin(result.document.get("id"), result.url):
         raise ActorError(f"fetching {url[:200]}: the document's id is not on the host that served it")
     return result.document

@@ -22,6 +22,7 @@ from fedi.errors import json_error
 from fedi.http_client import FetchError
 from fedi.jsonutil import dumps
 from fedi.negotiation import AS2
+from fedi.moderation.domains import is_suspended
 from fedi.origin import is_valid_url, same_origin
 
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -160,6 +161,8 @@ async def resolve_handle(ctx: Context, handle: str) -> str:
         if row is None or row["suspended_at"] is not None:
             raise ActorError("no such local account", 404)
         return str(row["uri"])
+    if await is_suspended(ctx, domain):
+        raise ActorError(f"not looking up {user}@{domain}: the domain is blocked")
     query = urlencode({"resource": f"acct:{user}@{domain}"})
     url = f"{ctx.config.instance.scheme}://{domain}/.well-known/webfinger?{query}"
     try:

@@ -41,7 +41,7 @@ def _tail(q: float) -> float:
 
 
 def draw(path: Path, panels: list[dict[str, Any]]) -> Path | None:
-    """panels: [{"title": str, "series": {label: [ms, …]}, "goal_ms": float | None}]"""
+    """panels: [{"title": str, "series": {label: [ms, ...]}, "goals": [(ms, label), ...]}]"""
     from PIL import Image, ImageDraw
 
     panels = [p for p in panels if any(p["series"].values())]
@@ -55,9 +55,9 @@ def draw(path: Path, panels: list[dict[str, Any]]) -> Path | None:
         x0, x1 = MARGIN_L, W - MARGIN_R
         y0, y1 = top + MARGIN_T, top + PANEL_H - MARGIN_B
         values = [v for s in panel["series"].values() for v in s if v > 0]
-        goal = panel.get("goal_ms")
-        lo = min(values + ([goal] if goal else []))
-        hi = max(values + ([goal] if goal else []))
+        goals = [(g, label) for g, label in panel.get("goals", []) if g and g > 0]
+        lo = min(values + [g for g, _ in goals])
+        hi = max(values + [g for g, _ in goals])
         lo_e = math.floor(math.log10(lo))
         hi_e = math.ceil(math.log10(hi)) if hi > lo else lo_e + 1
 
@@ -85,11 +85,13 @@ def draw(path: Path, panels: list[dict[str, Any]]) -> Path | None:
             y = ypos(q)
             d.line([x0, y, x1, y], fill=(235, 235, 235))
             d.text((x0 - 40, y - 7), label, fill=(80, 80, 80), font=small)
-        if goal:
+        for k, (goal, label) in enumerate(goals):
             gx = xpos(goal)
             for yy in range(int(y0), int(y1), 8):
                 d.line([gx, yy, gx, min(yy + 4, y1)], fill=(200, 0, 0), width=2)
-            d.text((gx + 4, y0 + 2), f"goal {_fmt(goal)}", fill=(200, 0, 0), font=small)
+            text = f"{label} {_fmt(goal)}"
+            width = d.textlength(text, font=small) if hasattr(d, "textlength") else 6 * len(text)
+            d.text((gx - width - 4, y0 + 4 + 14 * k), text, fill=(200, 0, 0), font=small)
         legend_y = y0
         for k, (label, series) in enumerate(panel["series"].items()):
             if not series:

@@ -8,7 +8,6 @@ import os
 import platform
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -130,7 +129,8 @@ def free_port() -> int:
 # ---------------------------------------------------------------- subprocesses
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment for subprocesses: this checkout first on PYTHONPATH."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -164,7 +164,7 @@ class Server:
         if self.cpu is not None:
             argv += ["--cpu", str(self.cpu)]
         self.proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=str(REPO), env=_env(), stdout=asyncio.subprocess.PIPE, stderr=self._log,
+            *argv, cwd=str(REPO), env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=self._log,
             stdin=asyncio.subprocess.DEVNULL,
         )
         LIVE.add(self)
@@ -193,6 +193,10 @@ class Server:
 
         return rss_kb(self.pid)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the server has used so far."""
+        return proc_cpu_s(self.pid)
+
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Signal our own child by PID; SIGKILL it if it has not exited in `timeout`."""
         proc, self.proc = self.proc, None
@@ -218,6 +222,15 @@ class Server:
             self._log.close()
             self._log = None
         return rc
+
+
+def proc_cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_fedi_config(tmp: Path, port: int, db_path: Path, **federation: Any) -> Path:
@@ -319,10 +332,6 @@ async def user_token(base: str, username: str, password: str, scopes: str = "rea
             return str((await resp.json())["access_token"])
 
 
-def run_quiet(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=str(REPO), env=_env(), capture_output=True, text=True, timeout=timeout)
-
-
 # ---------------------------------------------------------------- run context
 
 
@@ -336,7 +345,6 @@ class Run:
     profile: bool = False
     results_dir: Path = RESULTS
     shared: dict[str, Any] = field(default_factory=dict)  # e.g. fanout leaves its RSS for footprint
-    notes: list[str] = field(default_factory=list)
 
     def log(self, message: str) -> None:
         print(f"  · {message}", flush=True)

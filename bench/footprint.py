@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, Run, _env, free_port, median
+from bench.common import BenchError, Run, child_env, free_port, median
 from bench.load import build_request, fetch
 
 GOAL_IDLE_MB = 50.0
@@ -39,7 +39,7 @@ async def _spawn_and_time(argv: list[str], port: int, cpu: int | None, cwd: Path
     request = build_request("GET", "/", f"127.0.0.1:{port}", {"Accept": "text/html"})
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=str(cwd), env={**_env(), "FEDI_LOG": "WARNING"}, stdin=asyncio.subprocess.DEVNULL,
+        *argv, cwd=str(cwd), env={**child_env(), "FEDI_LOG": "WARNING"}, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=log,
         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
     try:

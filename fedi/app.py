@@ -21,9 +21,11 @@ from fedi.db import Database
 from fedi.api.cors import cors_middleware
 from fedi.api.ratelimit import rate_limit_middleware, setup as setup_rate_limits
 from fedi.errors import error_middleware
+from fedi.moderation.fetch_auth import authorized_fetch_middleware
 from fedi.http_client import HttpClient, Signer
 from fedi.signatures import load_private_key
 from fedi.api.scheduled import ScheduledPublisher
+from fedi.moderation.subscriptions import BlocklistSyncer
 from inbox.worker import InboxWorker
 from outbox.delivery import DeliveryWorker
 
@@ -31,6 +33,7 @@ log = logging.getLogger("fedi")
 
 DELIVERY_WORKER = web.AppKey("fedi_delivery_worker", DeliveryWorker)
 SCHEDULED_PUBLISHER = web.AppKey("fedi_scheduled_publisher", ScheduledPublisher)
+BLOCKLIST_SYNCER = web.AppKey("fedi_blocklist_syncer", BlocklistSyncer)
 INBOX_WORKER = web.AppKey("fedi_inbox_worker", InboxWorker)
 
 
@@ -70,7 +73,8 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
     # Rate limiting sits inside CORS (a 429 still carries CORS headers) and outside the error
     # renderer (every error answer gets X-RateLimit-* headers).
     app = web.Application(
-        middlewares=[cors_middleware, rate_limit_middleware, error_middleware], client_max_size=config.server.max_body_bytes
+        middlewares=[cors_middleware, rate_limit_middleware, error_middleware, authorized_fetch_middleware],
+        client_max_size=config.server.max_body_bytes,
     )
     setup_rate_limits(app, config.server.trusted_proxies)
 
@@ -83,11 +87,15 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
         app[DELIVERY_WORKER] = delivery_worker
         publisher = ScheduledPublisher(ctx)
         app[SCHEDULED_PUBLISHER] = publisher
+        syncer = BlocklistSyncer(ctx)
+        app[BLOCKLIST_SYNCER] = syncer
         if workers:
             inbox_worker.start()
             delivery_worker.start()
             publisher.start()
+            syncer.start()
         yield
+        await syncer.stop()
         await publisher.stop()
         await inbox_worker.stop()
         await delivery_worker.stop()

@@ -251,6 +251,12 @@ def _parser() -> argparse.ArgumentParser:
     follow.add_argument("handle")
     follow.set_defaults(func=cmd_follow)
     sub.add_parser("queue", help="show the delivery and inbox queues").set_defaults(func=cmd_queue)
+    from fedi.cli_moderation import register as register_moderation
+
+    register_moderation(sub)
+    from fedi.cli_subscriptions import register as register_subscriptions
+
+    register_subscriptions(sub)
     return parser
 
 

@@ -69,6 +69,12 @@ class OAuthConfig:
 
 
 @dataclass(frozen=True)
+class ModerationConfig:
+    #: Who may read GET /api/v1/instance/domain_blocks: "all", "users" (signed in) or "admins".
+    domain_blocks_visibility: str = "all"
+
+
+@dataclass(frozen=True)
 class Config:
     instance: InstanceConfig = field(default_factory=InstanceConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -76,6 +82,7 @@ class Config:
     federation: FederationConfig = field(default_factory=FederationConfig)
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
     #: Directory the config file was read from; relative paths resolve against it.
     base_dir: str = "."
 
@@ -104,6 +111,7 @@ _SECTIONS = {
     "federation": FederationConfig,
     "oauth": OAuthConfig,
     "media": MediaConfig,
+    "moderation": ModerationConfig,
 }
 
 
@@ -141,6 +149,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"[instance] domain {inst.domain!r} is not a host[:port]")
     if inst.registrations not in ("open", "approval", "closed"):
         raise ConfigError("[instance] registrations must be \"open\", \"approval\" or \"closed\"")
+    if config.moderation.domain_blocks_visibility not in ("all", "users", "admins"):
+        raise ConfigError("[moderation] domain_blocks_visibility must be \"all\", \"users\" or \"admins\"")
     if not config.media.path.strip():
         raise ConfigError("[media] path must name a folder")
     if not 0 < config.server.port < 65536:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,6 +33,8 @@ class Context:
     #: Set after a commit that queued work; the workers wait on these.
     delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     inbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    #: (rules, checked at) cached by fedi.moderation.domains; None until first used or after a change.
+    domain_rules: Any = None
 
     @property
     def events(self) -> EventBus:

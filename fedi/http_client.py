@@ -256,3 +256,26 @@ class HttpClient:
                     headers={k.lower(): v for k, v in resp.headers.items()},
                     excerpt=bytes(buf[:limit]).decode("utf-8", "replace")[:_EXCERPT_CHARS],
                 )
+
+    async def get_text(self, url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        """GET a text document (a block list), following checked redirects: (status, headers, text).
+
+        Any final status is returned, not raised (a 304 answers a conditional GET); only a 2xx
+        body is read, capped like every response and decoded as UTF-8 (a BOM dropped).
+        `headers` adds request headers such as If-None-Match. Connection failures raise FetchError.
+        """
+        session = self._require()
+        target = self._target(url)
+        hops = 0
+        async with self._guard():
+            while True:
+                sent = {**(headers or {}), **self._headers("GET", target, None)}
+                async with session.get(target, headers=sent, allow_redirects=False) as resp:
+                    if resp.status not in _REDIRECT_STATUSES:
+                        body = await self._read_capped(resp) if 200 <= resp.status < 300 else b""
+                        answer = {k.lower(): v for k, v in resp.headers.items()}
+                        return resp.status, answer, body.decode("utf-8-sig", "replace")
+                    if hops >= max(0, self.config.max_redirects):
+                        raise FetchError(resp.status, "too many redirects")
+                    hops += 1
+                    target = self._next_hop(target, resp)

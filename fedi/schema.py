@@ -161,11 +161,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX blocks_target ON blocks (target_account_id);
 
+    -- One row per (id, deleter): an actor's own tombstone must count even if another
+    -- actor tombstoned the same id first.
     CREATE TABLE tombstones (
-        uri TEXT PRIMARY KEY,
+        uri TEXT NOT NULL,
         account_id INTEGER,
         deleted_at REAL NOT NULL
     );
+    CREATE UNIQUE INDEX tombstones_uri_account ON tombstones (uri, account_id);
 
     CREATE TABLE notifications (
         id INTEGER PRIMARY KEY,

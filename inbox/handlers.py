@@ -18,6 +18,9 @@ from fedi.db import Row, Tx
 from fedi.feeds import fan_out, notify
 from fedi.http_client import FetchError
 from fedi.jsonutil import dumps_str, loads_strict
+from fedi.moderation.domains import is_silenced, is_suspended
+from fedi.moderation.keyword_rules import check_rules
+from fedi.moderation.reports import receive_flag
 from fedi.origin import same_origin
 from fedi.statuses import insert_status, record_edit, set_mentions, set_tags, tombstone
 from inbox.parse import NOTE_TYPES, ParseError, object_id, parse_note, visibility
@@ -56,7 +59,8 @@ async def on_follow(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
             if existing["state"] == "accepted":
                 await send_follow_answer(ctx, tx, target, actor, activity["id"], accept=True)
             return "processed: already known"
-        state = "pending" if target["locked"] else "accepted"
+        # A silenced domain's accounts ask first, as Mastodon does.
+        state = "pending" if target["locked"] or await is_silenced(ctx, actor["domain"]) else "accepted"
         await tx.execute(
             "INSERT INTO follows (id, account_id, target_account_id, uri, state, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (tx.new_id(), actor["id"], target["id"], activity["id"], state, now()),
@@ -68,33 +72,62 @@ async def on_follow(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
 
 
 async def _follow_answered(ctx: Context, activity: dict[str, Any], actor: Row, accepted: bool) -> str:
+    """Accept/Reject of a Follow we sent. A Reject of an accepted follow (the peer cut it, e.g. by a
+    domain block) is kept in severed_follows as 'rejected', so that the peer's later Accept of the
+    same Follow reinstates it (fedi.moderation.enforce restores follows this way when a block is lifted).
+    """
     obj = activity.get("object")
     follow_uri = object_id(obj)
     async with ctx.db.write() as tx:
         row = await tx.fetchone(
-            "SELECT f.id FROM follows f WHERE f.uri = ? AND f.target_account_id = ?", (follow_uri, actor["id"])
+            "SELECT f.* FROM follows f WHERE f.uri = ? AND f.target_account_id = ?", (follow_uri, actor["id"])
         )
         if row is None and isinstance(obj, dict):
             row = await tx.fetchone(
-                "SELECT f.id FROM follows f JOIN accounts a ON a.id = f.account_id"
+                "SELECT f.* FROM follows f JOIN accounts a ON a.id = f.account_id"
                 " WHERE f.target_account_id = ? AND a.uri = ? AND a.domain IS NULL",
                 (actor["id"], object_id(obj.get("actor"))),
             )
+        if row is None and accepted:
+            row = await _reinstate(tx, follow_uri, actor)
         if row is None:
             return "ignored: no such follow"
         if accepted:
             await tx.execute("UPDATE follows SET state = 'accepted' WHERE id = ?", (row["id"],))
-            follower = await tx.fetchone("SELECT account_id FROM follows WHERE id = ?", (row["id"],))
-            assert follower is not None
             await tx.execute(
                 "INSERT OR IGNORE INTO home_feed (account_id, status_id) SELECT ?, id FROM statuses"
                 " WHERE account_id = ? AND deleted_at IS NULL AND visibility IN ('public', 'unlisted', 'private')"
                 " ORDER BY id DESC LIMIT 40",
-                (follower["account_id"], actor["id"]),
+                (row["account_id"], actor["id"]),
             )
         else:
+            if row["state"] == "accepted" and row["uri"]:
+                await tx.execute(
+                    "INSERT INTO severed_follows (id, domain, account_id, target_account_id, uri, state, severed_at)"
+                    " VALUES (?, ?, ?, ?, ?, 'rejected', ?)",
+                    (tx.new_id(), actor["domain"], row["account_id"], actor["id"], row["uri"], now()),
+                )
             await tx.execute("DELETE FROM follows WHERE id = ?", (row["id"],))
     return PROCESSED
+
+
+async def _reinstate(tx: Tx, follow_uri: str | None, actor: Row) -> Row | None:
+    """The follow `actor` once rejected after accepting it, back as it was (see _follow_answered)."""
+    severed = await tx.fetchone(
+        "SELECT * FROM severed_follows WHERE uri = ? AND target_account_id = ? AND state = 'rejected'"
+        " AND restored_at IS NULL ORDER BY id DESC LIMIT 1", (follow_uri, actor["id"]),
+    )
+    if severed is None or await tx.fetchone(
+        "SELECT 1 FROM follows WHERE account_id = ? AND target_account_id = ?", (severed["account_id"], actor["id"])
+    ):
+        return None
+    ts = now()
+    await tx.execute(
+        "INSERT INTO follows (id, account_id, target_account_id, uri, state, created_at) VALUES (?, ?, ?, ?, 'accepted', ?)",
+        (tx.new_id(), severed["account_id"], actor["id"], follow_uri, ts),
+    )
+    await tx.execute("UPDATE severed_follows SET restored_at = ? WHERE id = ?", (ts, severed["id"]))
+    return await tx.fetchone("SELECT * FROM follows WHERE uri = ?", (follow_uri,))
 
 
 async def on_accept(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
@@ -240,6 +273,9 @@ async def on_create(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
             return outcome
     if not isinstance(obj, dict) or obj.get("type") not in NOTE_TYPES:
         return "ignored: not an embedded note"
+    verdict = await check_rules(ctx, activity, obj)
+    if verdict is not None:
+        return "ignored: rejected by a keyword rule" if verdict == "reject" else "held: a keyword rule asks for review"
     async with ctx.db.write() as tx:
         stored = await _store_note(ctx, tx, obj, actor)
     return PROCESSED if stored else "ignored: already known or deleted"
@@ -321,7 +357,11 @@ async def on_like(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
 
 
 async def _fetch_remote_note(ctx: Context, uri: str) -> tuple[dict[str, Any], Row] | None:
-    """Fetch a boosted note from its origin; an embedded copy is never trusted (THREATS A5)."""
+    """Fetch a boosted note from its origin; an embedded copy is never trusted (THREATS A5).
+
+    Nothing is fetched from a blocked domain, nor taken from one a redirect led to (A11)."""
+    if await is_suspended(ctx, uri):
+        return None
     try:
         result = await ctx.http.fetch_json(uri, signer=ctx.instance_signer)
         doc = result.document
@@ -388,6 +428,11 @@ async def on_block(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
     return PROCESSED
 
 
+async def on_flag(ctx: Context, activity: dict[str, Any], actor: Row) -> str:
+    """A report from another instance about our accounts (unless its domain has reject_reports)."""
+    return await receive_flag(ctx, activity, actor)
+
+
 HANDLERS: dict[str, Handler] = {
     "Follow": on_follow,
     "Accept": on_accept,
@@ -399,4 +444,5 @@ HANDLERS: dict[str, Handler] = {
     "Like": on_like,
     "Announce": on_announce,
     "Block": on_block,
+    "Flag": on_flag,
 }

@@ -15,6 +15,7 @@ from fedi.clock import now
 from fedi.context import CTX
 from fedi.errors import HttpError
 from fedi.jsonutil import JsonError, loads_strict
+from fedi.moderation.domains import is_suspended
 from fedi.origin import netloc
 from inbox.parse import NOTE_TYPES, ParseError, check_envelope, parse_note
 from inbox.verify import check_authority, check_headers, check_ownership, known_key, verify_key
@@ -51,6 +52,8 @@ async def receive(request: web.Request) -> web.Response:
     try:
         body = await _read_body(request)
         parsed = check_headers(ctx, request, body, at)
+        if await is_suspended(ctx, parsed.key_id):  # before any key fetch, nothing stored
+            raise HttpError(403, "domain is blocked")
         try:
             activity = loads_strict(body)
             act_id, kind, actor = check_envelope(activity)
@@ -59,6 +62,8 @@ async def receive(request: web.Request) -> web.Response:
                 parse_note(obj)
         except (JsonError, ParseError) as exc:
             raise HttpError(400, str(exc)) from None
+        if await is_suspended(ctx, actor):
+            raise HttpError(403, "domain is blocked")
         if await ctx.db.fetchone("SELECT 1 FROM inbox_activities WHERE activity_id = ?", (act_id,)):
             await verify_key(ctx, request, parsed)
             return web.json_response({}, status=202)

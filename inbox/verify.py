@@ -132,5 +132,10 @@ async def check_ownership(ctx: Context, kind: str, activity: dict[str, Any], act
                 " JOIN accounts a ON a.id = f.account_id WHERE t.uri = ? AND a.uri = ? AND a.domain IS NULL",
                 (actor, object_id(obj.get("actor"))),
             )
+        if row is None and kind == "Accept":  # a follow the actor once rejected, accepted again (inbox/handlers)
+            row = await ctx.db.fetchone(
+                "SELECT t.uri FROM severed_follows s JOIN accounts t ON t.id = s.target_account_id"
+                " WHERE s.uri = ? AND s.state = 'rejected' AND s.restored_at IS NULL", (follow_uri,)
+            )
         if row is None or row["uri"] != actor:
             raise forbidden("no follow of this actor to answer")

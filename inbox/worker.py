@@ -10,12 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from actors.remote import ActorError, get_actor
 from fedi.context import Context
 from fedi.jsonutil import loads_strict
+from fedi.moderation.domains import is_suspended
 from inbox.handlers import HANDLERS
-from inbox.parse import ParseError
+from inbox.parse import ParseError, object_id
 
 log = logging.getLogger("fedi.inbox")
 
@@ -89,6 +91,9 @@ class InboxWorker:
         handler = HANDLERS.get(activity.get("type"))
         if handler is None:
             return "ignored", f"ignored: unsupported type {str(activity.get('type'))[:40]}"
+        if await is_suspended(self.ctx, *_involved(actor_uri, activity)):
+            # Stored before the block, or carrying a blocked domain's content (relay, boost, reply: THREATS A11).
+            return "ignored", "ignored: involves a blocked domain"
         try:
             actor = await get_actor(self.ctx, actor_uri)
             if actor["gone_at"] is not None:
@@ -100,4 +105,15 @@ class InboxWorker:
         except Exception as exc:
             log.exception("inbox handler failed for %s", activity.get("id"))
             return "errored", f"{type(exc).__name__}: {exc}"
+        if result.startswith("held"):
+            return "held", result  # kept for an admin to release or drop (keyword rules)
         return ("processed" if result.startswith("processed") else "ignored"), result
+
+
+def _involved(actor_uri: str, activity: dict[str, Any]) -> list[str]:
+    """The ids an activity brings in: its actor, its object, and an embedded object's author and parent."""
+    obj = activity.get("object")
+    ids = [actor_uri, object_id(obj)]
+    if isinstance(obj, dict):
+        ids += [object_id(obj.get("attributedTo")), object_id(obj.get("inReplyTo"))]
+    return [i for i in ids if isinstance(i, str)]

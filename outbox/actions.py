@@ -17,6 +17,7 @@ from fedi.context import Context
 from fedi.db import Row, Tx
 from fedi.feeds import fan_out, notify
 from fedi.jsonutil import dumps_str, loads_strict
+from fedi.moderation.domains import deliverable
 from fedi.statuses import insert_status, record_edit, set_mentions, set_tags, tombstone
 from outbox.queue import enqueue_deliveries
 from outbox.serialize import PUBLIC, note, with_context
@@ -105,7 +106,8 @@ async def publish(
     ctx: Context, tx: Tx, account: Row, activity: dict[str, Any], inboxes: set[str], *,
     public: bool = False, object_uri: str | None = None, row_id: int | None = None,
 ) -> None:
-    """Store the activity with its frozen bytes and queue one delivery per distinct inbox."""
+    """Store the activity with its frozen bytes and queue one delivery per distinct inbox (none to a blocked domain)."""
+    inboxes = await deliverable(ctx, inboxes, activity["type"])
     body = dumps_str(with_context(activity))
     row_id = row_id or tx.new_id()
     ts = now()

@@ -24,6 +24,7 @@ from typing import Any
 from fedi.context import Context
 from fedi.db import Tx
 from fedi.http_client import FetchError, PostResult, Signer
+from fedi.moderation.domains import WITHDRAWALS, is_suspended
 from fedi.signatures import load_private_key
 from outbox.queue import HELD, backoff_delay, check_transition, retry_after_seconds
 
@@ -164,13 +165,13 @@ class DeliveryWorker:
                 rows = await tx.fetchall(f"SELECT {_COLUMNS} FROM deliveries WHERE id IN ({marks})", ids)
         return [Leased(*row) for row in rows]
 
-    async def _bodies(self, activity_ids: set[int]) -> dict[int, tuple[bytes, int]]:
-        """The frozen activity bytes and sending account for each activity (one read per batch)."""
+    async def _bodies(self, activity_ids: set[int]) -> dict[int, tuple[bytes, int, str]]:
+        """The frozen activity bytes, sending account and type of each activity (one read per batch)."""
         marks = ",".join("?" * len(activity_ids))
         rows = await self.ctx.db.fetchall(
-            f"SELECT id, account_id, body FROM outbox_activities WHERE id IN ({marks})", list(activity_ids)
+            f"SELECT id, account_id, body, type FROM outbox_activities WHERE id IN ({marks})", list(activity_ids)
         )
-        return {row["id"]: (row["body"].encode("utf-8"), row["account_id"]) for row in rows}
+        return {row["id"]: (row["body"].encode("utf-8"), row["account_id"], row["type"]) for row in rows}
 
     async def _signer(self, account_id: int) -> Signer | None:
         """The sender's key, loaded once per account (parsing a PEM costs milliseconds)."""
@@ -183,10 +184,12 @@ class DeliveryWorker:
             self._signers[account_id] = Signer(row["public_key_id"], load_private_key(row["private_key_pem"]))
         return self._signers[account_id]
 
-    async def _send(self, row: Leased, payload: tuple[bytes, int] | None) -> Outcome:
+    async def _send(self, row: Leased, payload: tuple[bytes, int, str] | None) -> Outcome:
         signer = None if payload is None else await self._signer(payload[1])
         if payload is None or signer is None:
             return self._outcome(row, "failed", None, "activity or sender key missing", host_ok=None)
+        if payload[2] not in WITHDRAWALS and await is_suspended(self.ctx, row.host):
+            return self._outcome(row, "failed", None, "domain is blocked", host_ok=None)
         try:
             result = await self.ctx.http.post(row.inbox_url, payload[0], signer)
         except FetchError as exc:

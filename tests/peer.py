@@ -39,7 +39,7 @@ GOOD_NAMES = ("(request-target)", "host", "date", "digest")
 
 _serial = itertools.count(1)
 _key_draws = itertools.count(0)
-KEY_POOL = 24
+KEY_POOL = 48
 
 
 @functools.cache

@@ -86,8 +86,7 @@ async def local(inst: Instance, username: str = "alice") -> Row:
 
 @pytest.fixture(autouse=True)
 def cheap_local_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Local accounts take RSA keys from the pool (~70 ms each) and skip scrypt (~170 ms): no one logs in here."""
-    monkeypatch.setattr(actors.local, "generate_private_key", fresh_key)
+    """Local accounts skip scrypt (~170 ms): no one logs in here (keys come from the pool, see conftest)."""
     monkeypatch.setattr(actors.local, "hash_password", lambda password: "unusable")
 
 

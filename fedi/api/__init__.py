@@ -6,11 +6,18 @@ from aiohttp import web
 
 from fedi.api import (
     accounts,
+    admin_domains,
+    admin_accounts,
+    admin_blocklists,
+    admin_measures,
+    admin_moderation,
+    admin_reports,
     blocks,
     conversations,
     filters,
     profile,
     registration,
+    reports,
     relationships,
     lists,
     media,
@@ -32,5 +39,7 @@ from fedi.api import (
 def setup(app: web.Application) -> None:
     for module in (oauth, instance, accounts, profile, registration, relationships, blocks, statuses, status_actions,
                    timelines, notifications, search, media,
-                   lists, user_data, streaming, polls, scheduled, filters, tags, conversations):
+                   lists, user_data, streaming, polls, scheduled, filters, tags, conversations,
+                   reports, admin_reports, admin_accounts, admin_measures, admin_moderation, admin_domains,
+                   admin_blocklists):
         module.setup(app)

@@ -166,5 +166,6 @@ async def remove(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/conversations", index)
+    r.add_get("/api/v1/conversations/", index)  # as Mastodon.py asks (Rails ignores the trailing slash)
     r.add_post("/api/v1/conversations/{id}/read", mark_read)
     r.add_delete("/api/v1/conversations/{id}", remove)

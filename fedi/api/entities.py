@@ -15,6 +15,7 @@ from fedi.clock import iso
 from fedi.context import Context
 from fedi.db import Row
 from fedi.jsonutil import loads_strict
+from fedi.moderation.domains import media_rejected
 
 MISSING_AVATAR = "/static/missing.png"
 
@@ -55,10 +56,12 @@ async def accounts(ctx: Context, rows: Iterable[Row]) -> dict[int, dict[str, Any
         f"SELECT account_id, count(*), max(published_at) FROM statuses WHERE deleted_at IS NULL AND account_id IN ({ph})"
         " GROUP BY account_id", ids)}
     out: dict[int, dict[str, Any]] = {}
+    no_media = await media_rejected(ctx, (r["domain"] for r in rows))  # reject_media: remote files not shown
     for r in rows:
         count, last = posts.get(r["id"], (0, None))
-        avatar = _media_url(ctx, r["avatar_path"], r["avatar_url"])
-        header = _media_url(ctx, r["header_path"], r["header_url"])
+        hide = r["domain"] in no_media
+        avatar = _media_url(ctx, r["avatar_path"], None if hide else r["avatar_url"])
+        header = _media_url(ctx, r["header_path"], None if hide else r["header_url"])
         fields = loads_strict(r["fields_json"] or "[]")
         out[r["id"]] = {
             "id": str(r["id"]),
@@ -134,21 +137,23 @@ async def credential_account(ctx: Context, row: Row) -> dict[str, Any]:
     return entity
 
 
-def _attachment(ctx: Context, m: Row) -> dict[str, Any]:
+def _attachment(ctx: Context, m: Row, hide_remote: bool = False) -> dict[str, Any]:
     meta = loads_strict(m["meta_json"] or "{}")
     if m["width"] and m["height"] and "original" not in meta:
         meta["original"] = {"width": m["width"], "height": m["height"], "size": f"{m['width']}x{m['height']}",
                             "aspect": m["width"] / m["height"]}
     if m["focus_x"] is not None:
         meta["focus"] = {"x": m["focus_x"], "y": m["focus_y"]}
-    url = f"{ctx.base_url}/media/{m['file_path']}" if m["file_path"] else m["remote_url"]
+    remote = None if hide_remote else m["remote_url"]
+    url = f"{ctx.base_url}/media/{m['file_path']}" if m["file_path"] else (
+        f"{ctx.base_url}{MISSING_AVATAR}" if hide_remote else remote)
     preview = f"{ctx.base_url}/media/{m['thumbnail_path']}" if m["thumbnail_path"] else url
     return {
         "id": str(m["id"]),
         "type": m["type"],
         "url": url,
         "preview_url": preview,
-        "remote_url": m["remote_url"],
+        "remote_url": remote,
         "preview_remote_url": None,
         "text_url": None,
         "meta": meta,
@@ -213,6 +218,8 @@ async def statuses(ctx: Context, rows: Sequence[Row], viewer: Row | None) -> lis
         f"SELECT * FROM accounts WHERE id IN ({_placeholders(author_ids)})", author_ids
     )
     authors = await accounts(ctx, author_rows)
+    no_media = await media_rejected(ctx, (a["domain"] for a in author_rows))
+    media_hidden = {a["id"] for a in author_rows if a["domain"] in no_media}
     counts: dict[str, dict[int, int]] = {}
     for name, sql in (
         ("replies", f"SELECT in_reply_to_id, count(*) FROM statuses WHERE deleted_at IS NULL AND in_reply_to_id IN ({ph}) GROUP BY in_reply_to_id"),
@@ -277,7 +284,7 @@ async def statuses(ctx: Context, rows: Sequence[Row], viewer: Row | None) -> lis
             "sensitive": bool(r["sensitive"]),
             "spoiler_text": r["summary"] or "",
             "visibility": r["visibility"],
-            "media_attachments": [_attachment(ctx, m) for m in media.get(r["id"], [])],
+            "media_attachments": [_attachment(ctx, m, r["account_id"] in media_hidden) for m in media.get(r["id"], [])],
             "mentions": [{"id": str(a["id"]), "username": a["username"], "acct": acct(ctx, a), "url": a["url"] or a["uri"]}
                          for a in mentions.get(r["id"], [])],
             "tags": [{"name": t["name"], "url": f"{ctx.base_url}/tags/{t['name']}"} for t in tags.get(r["id"], [])],

@@ -146,8 +146,11 @@ async def activity(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
-    r.add_get("/api/v1/instance", instance_v1)
-    r.add_get("/api/v2/instance", instance_v2)
+    # Mastodon.py asks for "/api/v1/instance/" and "/api/v2/instance/" (Rails ignores the trailing slash).
+    for path in ("/api/v1/instance", "/api/v1/instance/"):
+        r.add_get(path, instance_v1)
+    for path in ("/api/v2/instance", "/api/v2/instance/"):
+        r.add_get(path, instance_v2)
     r.add_get("/api/v1/instance/peers", peers)
     r.add_get("/api/v1/instance/activity", activity)
     for path in ("/api/v1/instance/rules", "/api/v1/custom_emojis", "/api/v1/announcements", "/api/v1/trends",

@@ -337,6 +337,7 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/v1/apps", create_app)
     r.add_get("/api/v1/apps/verify_credentials", verify_app)
     r.add_get("/oauth/authorize", authorize_page)
+    r.add_get("/oauth/authorize/", authorize_page)  # toot's browser login adds the slash (Rails ignores it)
     r.add_post("/oauth/authorize", authorize_submit)
     r.add_post("/oauth/token", token)
     r.add_post("/oauth/revoke", revoke)

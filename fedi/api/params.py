@@ -152,9 +152,25 @@ async def read_params(request: web.Request) -> Params:
                 count += 1
                 _insert(params, key, value)
     if count > MAX_PARAMS:
+        close_files(params)
         raise HttpError(422, "too many parameters")
     return params
 
 
 def is_file(value: Any) -> bool:
     return isinstance(value, FileField)
+
+
+def close_files(value: Any) -> None:
+    """Close the uploaded files in parsed parameters.
+
+    aiohttp closes them only for the request it dispatched; a body read through
+    `request.clone(client_max_size=...)` (uploads) leaves its temporary files open."""
+    if isinstance(value, FileField):
+        value.file.close()
+    elif isinstance(value, dict):
+        for item in value.values():
+            close_files(item)
+    elif isinstance(value, list):
+        for item in value:
+            close_files(item)

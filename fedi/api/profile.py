@@ -17,7 +17,7 @@ from aiohttp import web
 
 from fedi.api import entities
 from fedi.api.auth import authenticate, require
-from fedi.api.params import Params, is_file, read_params
+from fedi.api.params import Params, close_files, is_file, read_params
 from fedi.api.respond import json_response
 from fedi.clock import now
 from fedi.context import CTX, Context
@@ -138,10 +138,15 @@ async def _write_local(ctx: Context, account: Row, sets: dict[str, Any], setting
 async def update_credentials(request: web.Request) -> web.Response:
     """PATCH /api/v1/accounts/update_credentials"""
     auth = await require(request, "write:accounts")
-    ctx = request.app[CTX]
-    account = auth.account
     # Avatar and header uploads are bigger than the app-wide body limit.
     params = await read_params(request.clone(client_max_size=MAX_BYTES + 64 * 1024))
+    try:
+        return await _update_credentials(request.app[CTX], auth.account, params)
+    finally:
+        close_files(params)
+
+
+async def _update_credentials(ctx: Context, account: Row, params: Params) -> web.Response:
     display_name = params.str("display_name", max_length=10_000)
     if display_name is not None and len(display_name.strip()) > MAX_DISPLAY_NAME:
         raise HttpError(422, f"Validation failed: Display name is too long (maximum is {MAX_DISPLAY_NAME} characters)")

@@ -101,6 +101,7 @@ async def _statuses(ctx: Context, q: str, viewer: Row | None, params: Params, li
     """Recent visible statuses whose text or content warning contains `q`."""
     visible, args = _visible_sql(viewer)
     where = ["s.deleted_at IS NULL", "s.reblog_of_id IS NULL", visible,
+             "NOT EXISTS (SELECT 1 FROM accounts x WHERE x.id = s.account_id AND x.suspended_at IS NOT NULL)",
              "s.id >= coalesce((SELECT id FROM statuses ORDER BY id DESC LIMIT 1 OFFSET ?), 0)",
              "(s.content LIKE ? ESCAPE '\\' OR s.summary LIKE ? ESCAPE '\\')"]
     pattern = "%" + _like(q)

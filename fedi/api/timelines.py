@@ -15,7 +15,10 @@ from fedi.db import Row
 from fedi.errors import HttpError
 from fedi.filtering import apply_filters
 
-VISIBLE = "s.deleted_at IS NULL"
+# Suspended authors (a blocked domain's accounts among them) appear in no timeline; silenced ones not in public ones.
+VISIBLE = ("s.deleted_at IS NULL"
+           " AND NOT EXISTS (SELECT 1 FROM accounts x WHERE x.id = s.account_id AND x.suspended_at IS NOT NULL)")
+LISTED = "NOT EXISTS (SELECT 1 FROM accounts x WHERE x.id = s.account_id AND x.silenced_at IS NOT NULL)"
 
 
 async def _page(ctx: Context, sql: str, args: list[Any], page: Page, column: str = "s.id") -> list[Row]:
@@ -51,7 +54,7 @@ async def public(request: web.Request) -> web.Response:
     auth = await optional(request, "read:statuses")
     ctx = request.app[CTX]
     params = await read_params(request)
-    where = [VISIBLE, "s.visibility = 'public'", "s.reblog_of_id IS NULL"]
+    where = [VISIBLE, LISTED, "s.visibility = 'public'", "s.reblog_of_id IS NULL"]
     if params.bool("local"):
         where.append("s.local = 1")
     elif params.bool("remote"):
@@ -68,7 +71,7 @@ async def tag(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     params = await read_params(request)
     name = request.match_info["hashtag"].lower().lstrip("#")
-    where = [VISIBLE, "s.visibility = 'public'", "st.tag_id = (SELECT id FROM tags WHERE name = ?)"]
+    where = [VISIBLE, LISTED, "s.visibility = 'public'", "st.tag_id = (SELECT id FROM tags WHERE name = ?)"]
     if params.bool("local"):
         where.append("s.local = 1")
     elif params.bool("remote"):
