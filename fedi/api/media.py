@@ -13,7 +13,7 @@ from aiohttp import web
 from fedi import images, media_routes
 from fedi.api import entities
 from fedi.api.auth import require
-from fedi.api.params import is_file, read_params
+from fedi.api.params import close_files, is_file, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
 from fedi.context import CTX
@@ -30,13 +30,16 @@ async def upload(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     # The app-wide body limit is sized for JSON and activities; uploads alone may be larger.
     params = await read_params(request.clone(client_max_size=UPLOAD_BODY_BYTES))
-    field = params.get("file")
-    if not is_file(field):
-        raise HttpError(422, "Validation failed: File can't be blank")
-    row = await images.store_upload(
-        ctx, field, params.str("description", max_length=images.MAX_DESCRIPTION * 4),
-        params.str("focus", max_length=100), auth.account["id"],
-    )
+    try:
+        field = params.get("file")
+        if not is_file(field):
+            raise HttpError(422, "Validation failed: File can't be blank")
+        row = await images.store_upload(
+            ctx, field, params.str("description", max_length=images.MAX_DESCRIPTION * 4),
+            params.str("focus", max_length=100), auth.account["id"],
+        )
+    finally:
+        close_files(params)  # aiohttp closes upload temp files only for the original request, not a clone
     return json_response(entities.media_attachment(ctx, row))
 
 
