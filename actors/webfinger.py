@@ -29,7 +29,6 @@ CORS = {"Access-Control-Allow-Origin": "*"}
 JRD = "application/jrd+json"
 MAX_RESOURCE = 512
 PROFILE_PAGE = "http://webfinger.net/rel/profile-page"
-SUBSCRIBE = "http://ostatus.org/schema/1.0/subscribe"
 _LOCAL_PATH = re.compile(r"^/(?:users/|@)([^/]+)/?$")
 _USER = re.compile(r"^[A-Za-z0-9_.-]+$")
 _DOMAIN = re.compile(r"^(?=.{1,253}(?::|$))[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
@@ -95,7 +94,6 @@ def jrd(ctx: Context, row: Row) -> dict[str, Any]:
         "links": [
             {"rel": "self", "type": AS2, "href": row["uri"]},
             {"rel": PROFILE_PAGE, "type": "text/html", "href": profile},
-            {"rel": SUBSCRIBE, "template": f"{ctx.base_url}/authorize_interaction?uri={{uri}}"},
         ],
     }
 
