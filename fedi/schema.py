@@ -78,6 +78,8 @@ MIGRATIONS: list[str] = [
         deleted_at REAL
     );
     CREATE INDEX statuses_account ON statuses (account_id, id);
+    -- Covers the per-author post count and last-post time every Account entity shows.
+    CREATE INDEX statuses_account_stats ON statuses (account_id, deleted_at, published_at);
     CREATE INDEX statuses_reply ON statuses (in_reply_to_id);
     CREATE INDEX statuses_reply_uri ON statuses (in_reply_to_uri);
     CREATE INDEX statuses_reblog ON statuses (reblog_of_id);
