@@ -8,7 +8,6 @@ and the scheduled post dropped, as Mastodon does.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from fedi.api.respond import json_response
 from fedi.api.statuses import post_request
 from fedi.api.visibility import can_see, parse_id
 from fedi.clock import iso, now, parse_iso
+from fedi.background import BackgroundLoop
 from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
@@ -205,37 +205,20 @@ async def cancel(request: web.Request) -> web.Response:
     return json_response({})
 
 
-class ScheduledPublisher:
+class ScheduledPublisher(BackgroundLoop):
     """Publishes due scheduled statuses through create_status.
 
     A due row is deleted before its post is created (at most once: a crash in
     between loses that post rather than publishing it twice).
     """
 
+    name = "fedi-scheduled-publisher"
+    interval = POLL_SECONDS
+
     def __init__(self, ctx: Context) -> None:
+        super().__init__()
         self.ctx = ctx
         self.clock: Callable[[], float] = time.time
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="fedi-scheduled-publisher")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("scheduled publisher pass failed")
-            await asyncio.sleep(POLL_SECONDS)
 
     async def run_once(self, now: float | None = None) -> int:
         """Publish every status due at `now` (default: the clock); returns how many were due."""

@@ -12,7 +12,6 @@ blocks. `BlocklistSyncer` runs that in the background.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fedi.clock import iso, now
+from fedi.background import BackgroundLoop
 from fedi.context import Context
 from fedi.db import Row
 from fedi.http_client import FetchError
@@ -281,33 +281,16 @@ def source_entity(row: Row, entries: int = 0) -> dict[str, Any]:
             "last_error": row["last_error"], "created_at": iso(row["created_at"])}
 
 
-class BlocklistSyncer:
+class BlocklistSyncer(BackgroundLoop):
     """Syncs due block-list subscriptions in the background (every source at its interval)."""
 
+    name = "fedi-blocklist-syncer"
+    interval = POLL_SECONDS
+
     def __init__(self, ctx: Context) -> None:
+        super().__init__()
         self.ctx = ctx
         self.clock: Callable[[], float] = time.time
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="fedi-blocklist-syncer")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("block-list sync failed")
-            await asyncio.sleep(POLL_SECONDS)
 
     async def run_once(self, now: float | None = None) -> SyncResult:
         """Sync the sources due at `now` (default: the clock)."""
