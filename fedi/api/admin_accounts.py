@@ -42,6 +42,10 @@ UNDO = {
 }
 
 
+class ActionError(ValueError):
+    """An account action that cannot be taken; the message goes back in a 422."""
+
+
 def _invalid(message: str) -> HttpError:
     return HttpError(422, f"Validation failed: {message}")
 
@@ -117,6 +121,19 @@ async def _apply(ctx: Context, admin: Row, target: Row, kind: str, change: tuple
         await record(tx, admin["id"], kind, "account", str(target["id"]), detail)
 
 
+async def take_action(ctx: Context, admin: Row, target: Row, kind: str, text: str = "",
+                      report: Row | None = None) -> None:
+    """One account action for the API and the admin pages: checked, then applied, report resolved and audited."""
+    if kind not in TYPES:
+        raise ActionError("type must be none, sensitive, disable, silence or suspend")
+    if target["id"] == admin["id"]:
+        raise ActionError("you cannot act on your own account")
+    if kind == "disable" and not await _is_local_user(ctx, target):
+        raise ActionError("only local accounts can be disabled")
+    detail = {"acct": entities.acct(ctx, target), "text": text, "report_id": str(report["id"]) if report else None}
+    await _apply(ctx, admin, target, kind, SET.get(kind), detail, report)
+
+
 async def _target(request: web.Request, scope: str) -> tuple[Context, Row, Row]:
     auth = await require(request, scope)
     ctx = request.app[CTX]
@@ -135,15 +152,13 @@ async def action(request: web.Request) -> web.Response:
     ctx, admin, target = await _target(request, "admin:write:accounts")
     params = await read_params(request)
     kind = params.str("type", "none", max_length=20) or "none"
-    if kind not in TYPES:
-        raise _invalid("type must be none, sensitive, disable, silence or suspend")
     text = params.str("text", "", max_length=MAX_TEXT) or ""
     params.bool("send_email_notification")  # fedi sends no e-mail; the flag is only checked
     report = await _report(ctx, params.str("report_id", max_length=20), target)
-    if kind == "disable" and not await _is_local_user(ctx, target):
-        raise _invalid("only local accounts can be disabled")
-    detail = {"acct": entities.acct(ctx, target), "text": text, "report_id": str(report["id"]) if report else None}
-    await _apply(ctx, admin, target, kind, SET.get(kind), detail, report)
+    try:
+        await take_action(ctx, admin, target, kind, text, report)
+    except ActionError as exc:
+        raise _invalid(str(exc)) from None
     return json_response({})
 
 

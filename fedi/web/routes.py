@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+import fedi.web.admin
 from fedi.context import CTX
 from fedi.web.render import render
 
@@ -31,3 +32,4 @@ async def index(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/", index)
+    fedi.web.admin.setup(app)
