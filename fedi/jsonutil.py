@@ -3,8 +3,10 @@
 orjson rejects invalid UTF-8, lone surrogates, NaN, integers beyond 64 bits and
 nesting deeper than 1024 (CPython's json would recurse into a 500). It keeps the
 last of duplicate keys, which lets `{"id": A, "id": B}` mean different things to
-different parsers, so a second pass with an object_pairs_hook refuses those.
-The walk then refuses NUL characters and caps strings and lists (THREATS P2–P7).
+different parsers, so those are refused too: a count of the strings in the text
+against those in the parsed value finds them without a second parse (see
+`loads_strict`). The walk refuses NUL characters and caps strings and lists
+(THREATS P2–P7).
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ import orjson
 
 MAX_STRING = 200_000
 MAX_LIST = 10_000
+#: Nesting levels (a key or list item one level below its container): what CPython's json
+#: parser managed before its recursion limit, and far beyond any activity.
+MAX_DEPTH = 900
+
+
+_NUL_ESCAPE = (b"\\u0000", "\\u0000")  # by type(data) is str
 
 
 class JsonError(ValueError):
@@ -31,21 +39,72 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _check(value: Any, depth: int = 0) -> None:
-    if isinstance(value, str):
-        if len(value) > MAX_STRING:
-            raise JsonError("string too long")
-        if "\x00" in value:
-            raise JsonError("NUL character in string")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check(key, depth)
-            _check(item, depth + 1)
-    elif isinstance(value, list):
-        if len(value) > MAX_LIST:
-            raise JsonError("list too long")
-        for item in value:
-            _check(item, depth + 1)
+def _walk(value: Any, careful: bool) -> int:
+    """How many strings (keys included) the value holds; refuses nesting beyond MAX_DEPTH.
+
+    `careful` also refuses NUL characters, over-long strings and long lists: callers skip it
+    when the text is too short for those and has no NUL escape. Level by level rather than
+    recursive, so nesting costs no Python stack.
+    """
+    strings = 0
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise JsonError("nested too deeply")
+        below: list[Any] = []
+        extend = below.extend
+        if careful:
+            for item in level:
+                kind = type(item)
+                if kind is str:
+                    strings += 1
+                    if len(item) > MAX_STRING:
+                        raise JsonError("string too long")
+                    if "\x00" in item:
+                        raise JsonError("NUL character in string")
+                elif kind is dict:
+                    extend(item)  # the keys, checked like any string
+                    extend(item.values())
+                elif kind is list:
+                    if len(item) > MAX_LIST:
+                        raise JsonError("list too long")
+                    extend(item)
+        else:
+            for item in level:
+                kind = type(item)
+                if kind is str:
+                    strings += 1
+                elif kind is dict:
+                    strings += len(item)  # JSON keys are strings
+                    extend(item.values())
+                elif kind is list:
+                    extend(item)
+        level = below
+    return strings
+
+
+def _string_tokens(data: bytes | str) -> int:
+    """How many strings (keys and values) the text of a *valid* JSON document holds.
+
+    In valid JSON a double quote is a string delimiter unless escaped, and it is escaped
+    exactly when an odd number of backslashes precede it. `count(\\ × k + ")` counts the
+    quotes preceded by at least k backslashes, so the escaped ones are c1 − c2 + c3 − …
+    """
+    if isinstance(data, str):
+        quote, backslash = '"', "\\"
+    else:
+        quote, backslash = b'"', b"\\"
+    quotes = data.count(quote)  # type: ignore[arg-type]
+    escaped, sign, k = 0, 1, 1
+    while True:
+        n = data.count(backslash * k + quote)  # type: ignore[operator, arg-type]
+        if not n:
+            break
+        escaped += sign * n
+        sign, k = -sign, k + 1
+    return (quotes - escaped) // 2
 
 
 def loads_strict(data: bytes | str) -> Any:
@@ -54,13 +113,20 @@ def loads_strict(data: bytes | str) -> Any:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise JsonError(f"malformed JSON: {str(exc).split(':', 1)[0]}") from None
-    try:
-        json.loads(data, object_pairs_hook=_no_duplicates)
-    except JsonError:
-        raise
-    except (ValueError, RecursionError):
-        raise JsonError("malformed JSON") from None
-    _check(value)
+    # Duplicate keys without a second parse: orjson keeps one entry per distinct key, so
+    # the parsed value holds fewer strings than the text exactly when some object repeats
+    # a key (a dropped duplicate can only add strings to the text). Only then is the
+    # document parsed again, to name the key.
+    # A NUL can only come from a \\u0000 escape; a string or list over its cap needs a text
+    # at least that long (a list of n items takes 2n − 1 bytes).
+    careful = len(data) > min(MAX_STRING, 2 * MAX_LIST - 1) or _NUL_ESCAPE[type(data) is str] in data
+    if _walk(value, careful) != _string_tokens(data):
+        try:
+            json.loads(data, object_pairs_hook=_no_duplicates)
+        except JsonError:
+            raise
+        except (ValueError, RecursionError):
+            raise JsonError("malformed JSON") from None
     return value
 
 

@@ -105,7 +105,11 @@ class NoteFields:
     attachments: list[Attachment] = field(default_factory=list)
 
 
-def _attachment(item: Any) -> Attachment | None:
+def _unsanitized_text(value: object, max_length: int) -> str:
+    return value[:max_length] if isinstance(value, str) else ""
+
+
+def _attachment(item: Any, sanitize: bool = True) -> Attachment | None:
     if not isinstance(item, dict):
         return None
     url = item.get("url")
@@ -123,15 +127,20 @@ def _attachment(item: Any) -> Attachment | None:
         url=url,
         media_type=media_type[:100] if media_type else None,
         kind=kind,
-        description=plain_text(item.get("summary") or item.get("name"), 1500),
+        description=(plain_text if sanitize else _unsanitized_text)(
+            item.get("summary") or item.get("name"), 1500),
         blurhash=item.get("blurhash") if isinstance(item.get("blurhash"), str) and len(item["blurhash"]) < 100 else None,
         width=width if isinstance(width, int) and 0 < width < 100_000 else None,
         height=height if isinstance(height, int) and 0 < height < 100_000 else None,
     )
 
 
-def parse_note(obj: Any) -> NoteFields:
-    """The fields fedi keeps from a Note (or Article/Page/Question shown as a note)."""
+def parse_note(obj: Any, *, sanitize: bool = True) -> NoteFields:
+    """The fields fedi keeps from a Note (or Article/Page/Question shown as a note).
+
+    `sanitize=False` only validates (the inbox, before storing the raw activity): the
+    HTML of content, summary and alt texts comes back as sent, so it must not be kept.
+    """
     if not isinstance(obj, dict):
         raise ParseError("object must be embedded")
     note_id = obj.get("id")
@@ -167,13 +176,15 @@ def parse_note(obj: Any) -> NoteFields:
             name = tag["name"].lstrip("#").lower()
             if 0 < len(name) <= 100 and all(c.isalnum() or c == "_" for c in name):
                 hashtags.append(name)
-    attachments = [a for a in map(_attachment, as_list(obj.get("attachment"), MAX_ATTACHMENTS, "attachment")) if a]
+    attachments = [a for item in as_list(obj.get("attachment"), MAX_ATTACHMENTS, "attachment")
+                   if (a := _attachment(item, sanitize))]
     summary = obj.get("summary")
+    text = plain_text if sanitize else _unsanitized_text
     return NoteFields(
         id=note_id,
         attributed_to=author,
-        content=sanitize_html(content),
-        summary=plain_text(summary, 1000) if isinstance(summary, str) else "",
+        content=sanitize_html(content) if sanitize else content,
+        summary=text(summary, 1000) if isinstance(summary, str) else "",
         sensitive=obj.get("sensitive") is True,
         in_reply_to=object_id(reply),
         published=published,

@@ -51,7 +51,9 @@ class InboxWorker:
             except Exception:
                 log.exception("inbox worker pass failed")
                 worked = 0
-            if not worked:
+            if worked:
+                await asyncio.sleep(0)  # let requests in between batches (same event loop)
+            else:
                 self.ctx.inbox_wakeup.clear()
                 try:
                     await asyncio.wait_for(self.ctx.inbox_wakeup.wait(), timeout=1.0)
@@ -73,17 +75,27 @@ class InboxWorker:
         return [(r["id"], r["actor_uri"], r["body"], r["attempts"] + 1) for r in rows]
 
     async def run_once(self) -> int:
-        """Apply every queued activity once; returns how many were handled."""
+        """Apply every queued activity once; returns how many were handled.
+
+        The outcome of each activity goes through the database's group commit
+        (`Database.enqueue`): no transaction of its own, it rides in the next group with
+        whatever else is queued (the inbox's own inserts during a burst). The batch
+        ends only once every outcome is committed, so the next lease cannot pick up a
+        row whose outcome is still in flight.
+        """
         rows = await self._lease()
+        outcomes: list[asyncio.Future[list[int]]] = []
         for row_id, actor_uri, body, attempts in rows:
             state, result = await self._apply(actor_uri, body)
             if state == "errored" and attempts < MAX_ATTEMPTS:
                 continue  # the lease lapses and the row is retried
-            async with self.ctx.db.write() as tx:
-                await tx.execute(
-                    "UPDATE inbox_activities SET state = ?, result = ?, processed_at = ? WHERE id = ?",
-                    (state, result[:500], self.clock(), row_id),
-                )
+            outcomes.append(self.ctx.db.enqueue([(
+                "UPDATE inbox_activities SET state = ?, result = ?, processed_at = ? WHERE id = ?",
+                (state, result[:500], self.clock(), row_id),
+            )]))
+        for failure in await asyncio.gather(*outcomes, return_exceptions=True):
+            if isinstance(failure, BaseException):
+                raise failure  # the row keeps its lease and is retried once it lapses
         return len(rows)
 
     async def _apply(self, actor_uri: str, body: str) -> tuple[str, str]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+import weakref
 from collections.abc import Iterable
 from datetime import timezone
 from typing import TYPE_CHECKING
 
-from fedi.db import Tx
+from fedi.db import Database, Tx
 from fedi.origin import netloc
 
 if TYPE_CHECKING:
@@ -115,10 +116,47 @@ async def enqueue_deliveries(tx: Tx, activity_id: int, inbox_urls: Iterable[str]
     return int(after[0]) - int(before[0])
 
 
+#: How long `host_seen` trusts its in-memory list of troubled hosts before reading it again.
+TROUBLED_RECHECK_SECONDS = 3.0
+
+
+class _Troubled:
+    """Hosts with delivery failures or marked unavailable, as read at `loaded_at` (the caller's clock)."""
+
+    __slots__ = ("hosts", "loaded_at")
+
+    def __init__(self, hosts: set[str], loaded_at: float) -> None:
+        self.hosts = hosts
+        self.loaded_at = loaded_at
+
+
+#: One list per database (several instances may share a process: the federation tests).
+_troubled: "weakref.WeakKeyDictionary[Database, _Troubled]" = weakref.WeakKeyDictionary()
+
+
+async def _troubled_hosts(db: "Database", when: float) -> set[str]:
+    """The hosts `host_seen` may have to release: read at most once per TROUBLED_RECHECK_SECONDS.
+
+    The delivery worker records failures and successes in `hosts` (possibly from another
+    process), so the list is refreshed by one query every few seconds instead of one per
+    inbox request. A host that starts failing is noticed at most that much later — its
+    release already waits for `delivery_first_retry_seconds`, so nothing is lost.
+    """
+    cached = _troubled.get(db)
+    if cached is not None and 0 <= when - cached.loaded_at < TROUBLED_RECHECK_SECONDS:
+        return cached.hosts
+    if cached is not None:
+        cached.loaded_at = when  # concurrent callers keep using the old list meanwhile
+    rows = await db.fetchall("SELECT host FROM hosts WHERE failures > 0 OR unavailable_since IS NOT NULL")
+    hosts = {row[0] for row in rows}
+    _troubled[db] = _Troubled(hosts, when)
+    return hosts
+
+
 async def host_seen(ctx: "Context", host: str, now: float | None = None) -> bool:
     """A verified request came from `host`: if we had given up on it, try it again now.
 
-    Cheap when the host is fine (one primary-key read, no write) because every
+    Cheap when the host is fine (a set look-up, see `_troubled_hosts`) because every
     verified inbox request calls it. An unavailable host is cleared and its held
     or backing-off deliveries become due. A host that merely had failures is
     released at most once per `delivery_first_retry_seconds` (measured from its
@@ -126,15 +164,21 @@ async def host_seen(ctx: "Context", host: str, now: float | None = None) -> bool
     requests into a retry of everything queued for it. Returns True if it released.
     """
     when = time.time() if now is None else now
+    troubled = await _troubled_hosts(ctx.db, when)
+    if host not in troubled:
+        return False
     row = await ctx.db.fetchone(
         "SELECT failures, first_failure_at, unavailable_since FROM hosts WHERE host = ?", (host,)
     )
     if row is None:
+        troubled.discard(host)
         return False
     cooled = row["first_failure_at"] is not None and (
         when - row["first_failure_at"] >= ctx.config.federation.delivery_first_retry_seconds
     )
     if row["unavailable_since"] is None and not (row["failures"] and cooled):
+        if not row["failures"]:
+            troubled.discard(host)
         return False
     async with ctx.db.write() as tx:
         await tx.execute(
@@ -147,4 +191,5 @@ async def host_seen(ctx: "Context", host: str, now: float | None = None) -> bool
             (when, host, when),
         )
         tx.after_commit.append(ctx.wake_delivery)
+    troubled.discard(host)
     return True
