@@ -148,6 +148,7 @@ class Server:
     args: list[str]
     log_path: Path
     cpu: int | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of child_env()
     proc: asyncio.subprocess.Process | None = None
     port: int = 0
     control_port: int = 0
@@ -164,7 +165,7 @@ class Server:
         if self.cpu is not None:
             argv += ["--cpu", str(self.cpu)]
         self.proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=str(REPO), env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=self._log,
+            *argv, cwd=str(REPO), env={**child_env(), **self.env}, stdout=asyncio.subprocess.PIPE, stderr=self._log,
             stdin=asyncio.subprocess.DEVNULL,
         )
         LIVE.add(self)
@@ -194,8 +195,17 @@ class Server:
         return rss_kb(self.pid)
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system, all threads) the server has used so far."""
-        return proc_cpu_s(self.pid)
+        """CPU seconds (user + system, all threads) the server and its running children have used so far.
+
+        fedi's delivery processes are children of the server: their work is the server's.
+        """
+        return proc_cpu_s(self.pid) + sum(proc_cpu_s(pid) for pid in child_pids(self.pid))
+
+    def children_rss_kb(self) -> int:
+        """VmRSS of the server's children (fedi's delivery processes), summed."""
+        from bench.server import rss_kb
+
+        return sum(rss_kb(pid) for pid in child_pids(self.pid))
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Signal our own child by PID; SIGKILL it if it has not exited in `timeout`."""
@@ -222,6 +232,24 @@ class Server:
             self._log.close()
             self._log = None
         return rc
+
+
+def child_pids(parent: int) -> list[int]:
+    """PIDs whose parent is `parent` (from /proc; empty where there is none)."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == parent:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -258,7 +286,8 @@ def loopback_map(names: Any) -> dict[str, str]:
 
 
 def fedi_server(tmp: Path, cores: Cores, config: Path, host_map: dict[str, str] | None = None,
-                control: bool = True) -> Server:
+                control: bool = True, delivery_cpus: tuple[int, ...] | None = None) -> Server:
+    """fedi pinned to the server core; its delivery processes too unless `delivery_cpus` says otherwise."""
     args = ["--kind", "fedi", "--config", str(config)]
     if host_map is not None:
         hm = tmp / "host_map.json"
@@ -266,7 +295,8 @@ def fedi_server(tmp: Path, cores: Cores, config: Path, host_map: dict[str, str] 
         args += ["--host-map", str(hm)]
     if control:
         args += ["--control-port", "0"]
-    return Server("fedi", args, tmp / "fedi.log", cores.server)
+    env = {"FEDI_DELIVERY_CPUS": ",".join(map(str, delivery_cpus))} if delivery_cpus else {}
+    return Server("fedi", args, tmp / "fedi.log", cores.server, env=env)
 
 
 async def control(server: Server, method: str, path: str, payload: Any = None, timeout: float = 120.0) -> Any:

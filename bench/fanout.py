@@ -9,6 +9,12 @@ made inside the fedi process by `outbox.actions.create_status` (through the
 control app), so the clock starts right before the local action and stops
 when the receiver has seen the last distinct host; both use CLOCK_MONOTONIC.
 
+fedi runs as `fedi serve` would with `[federation] delivery_processes` = the
+number of cores: the web server (which makes the post and queues the rows) is
+pinned to the server core, its delivery processes may run on every core
+(`FEDI_DELIVERY_CPUS`), next to the receiver on the load core. CPU and RSS
+figures count the server and its delivery processes.
+
 Baseline: the time to make the same number of RSA-2048 PKCS#1 v1.5 SHA-256
 signatures with `cryptography` on this machine — the ceiling for signed
 delivery on one core. Goal: wall ≤ baseline / 0.7, i.e. ≥ 0.7 × the ceiling,
@@ -70,6 +76,39 @@ async def receiver_stats(port: int, arrivals: bool = False) -> dict[str, Any]:
             return dict(await r.json())
 
 
+async def _wait_delivery_processes(fedi: Server, count: int, limit_s: float = 15.0) -> None:
+    """Until the server's delivery children have started and gone idle (they start after the server)."""
+    from bench.common import child_pids, proc_cpu_s
+
+    deadline = time.monotonic() + limit_s
+    before: dict[int, float] = {}
+    while time.monotonic() < deadline:
+        now = {pid: proc_cpu_s(pid) for pid in child_pids(fedi.pid)}
+        if len(now) >= count and all(0 < cpu == before.get(pid) for pid, cpu in now.items()):
+            return  # no CPU used by any of them for the last interval
+        before = now
+        await asyncio.sleep(0.2)
+    raise BenchError(f"fedi: {count} delivery processes not idle after {limit_s:.0f} s; {fedi.log_tail()}")
+
+
+def _append_delivery_profiles(path: str, files: list[Any]) -> None:
+    """Add the delivery processes' profiles (whole life, start-up included) to the server's report."""
+    import io
+    import pstats
+
+    if not files:
+        return
+    buf = io.StringIO()
+    buf.write(f"\n\n# cProfile of the {len(files)} delivery processes together (their whole life: start-up, "
+              "the warm-up and the fan-out)\n")
+    stats = pstats.Stats(*(str(f) for f in files), stream=buf)
+    for key in ("tottime", "cumulative"):
+        buf.write(f"\n## sorted by {key}\n")
+        stats.strip_dirs().sort_stats(key).print_stats(35)
+    with open(path, "a") as fh:
+        fh.write(buf.getvalue())
+
+
 async def measure(run: Run, *, n_followers: int, n_hosts: int, label: str = "fanout",
                   profile_path: str | None = None) -> dict[str, Any]:
     """One post to n_followers on n_hosts; returns the raw figures (shared with the footprint scenario)."""
@@ -86,9 +125,17 @@ async def measure(run: Run, *, n_followers: int, n_hosts: int, label: str = "fan
         await asyncio.to_thread(seed_followers, db_path, base, receiver.port, n_followers, n_hosts)
         seed_s = time.perf_counter() - t0
         host_map = loopback_map(f"host{h}.bench" for h in range(n_hosts))
-        fedi = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path), host_map)
+        # One delivery process per core, free to run on every core; the web server (which only
+        # makes the post and queues the rows) stays pinned to the server core.
+        processes = max(1, len(run.cores.all))
+        fedi = fedi_server(tmp, run.cores, write_fedi_config(tmp, port, db_path, delivery_processes=processes),
+                           host_map, delivery_cpus=run.cores.all or None)
+        if profile_path:  # each delivery process profiles itself and writes the file when it exits
+            fedi.env["FEDI_DELIVERY_PROFILE"] = str(tmp / "delivery")
         await fedi.start()
+        await _wait_delivery_processes(fedi, processes)
         rss_idle_kb = fedi.rss_kb()
+        rss_children_idle_kb = fedi.children_rss_kb()
         # warm-up: the same local action with nobody to deliver to
         await control(fedi, "POST", "/post", {"username": "star", "text": "warm-up", "visibility": "direct"})
         if profile_path:
@@ -111,11 +158,14 @@ async def measure(run: Run, *, n_followers: int, n_hosts: int, label: str = "fan
             fstats = await control(fedi, "GET", "/stats")
         await asyncio.sleep(0.2)
         rss_after_kb = fedi.rss_kb()
+        rss_children_after_kb = fedi.children_rss_kb()
         stats = await receiver_stats(receiver.port, arrivals=True)
     finally:
         if fedi is not None:
             await fedi.stop()
         await receiver.stop()
+    if profile_path:
+        _append_delivery_profiles(profile_path, sorted(tmp.glob("delivery.*.prof")))
     complete = stats["complete_at"]
     wall = (complete - posted["t_start"]) if complete is not None else None
     return {
@@ -124,6 +174,8 @@ async def measure(run: Run, *, n_followers: int, n_hosts: int, label: str = "fan
         "create_status_s": posted["t_committed"] - posted["t_start"],
         "first_post_s": (stats["first_at"] - posted["t_start"]) if stats["first_at"] else None,
         "deliveries": fstats["deliveries"], "rss_idle_kb": rss_idle_kb, "rss_after_kb": rss_after_kb,
+        "rss_children_idle_kb": rss_children_idle_kb, "rss_children_after_kb": rss_children_after_kb,
+        "delivery_processes": processes,
         "arrivals_ms": [round((a - posted["t_start"]) * 1000, 3) for a in (stats["arrivals"] or [])],
         "seed_s": seed_s, "server_cpu_s": cpu_s,
     }
@@ -147,7 +199,7 @@ async def run(run: Run) -> dict[str, Any]:
               f"exactly {n_hosts} POSTs, one per shared inbox": exactly_once}
     return {
         "summary": f"{wall:.3f} s to {n_hosts} inboxes ({n_hosts / wall:,.0f}/s), {m['posts_total']} POSTs, "
-                   f"{m['server_cpu_s']:.2f} s CPU",
+                   f"{m['server_cpu_s']:.2f} s CPU (server + {m['delivery_processes']} delivery processes)",
         "baseline_summary": f"{n_hosts} RSA signatures: {baseline_s:.3f} s ({baseline_cpu:.2f} s CPU)",
         "wall_s": round(wall, 4), "deliveries_per_s": round(n_hosts / wall, 1),
         "posts_total": m["posts_total"], "distinct_hosts": m["distinct_hosts"], "duplicates": m["duplicates"],
@@ -157,6 +209,9 @@ async def run(run: Run) -> dict[str, Any]:
         "server_cpu_us_per_delivery": round(m["server_cpu_s"] / n_hosts * 1e6, 1),
         "first_delivery_ms": round(m["first_post_s"] * 1000, 2) if m["first_post_s"] is not None else None,
         "rss_mb_idle": round(m["rss_idle_kb"] / 1024, 1), "rss_mb_after": round(m["rss_after_kb"] / 1024, 1),
+        "delivery_processes": m["delivery_processes"],
+        "rss_mb_delivery_processes_idle": round(m["rss_children_idle_kb"] / 1024, 1),
+        "rss_mb_delivery_processes_after": round(m["rss_children_after_kb"] / 1024, 1),
         "delivery_states": m["deliveries"],
         "baseline": {"what": f"{n_hosts} RSA-2048 signatures with cryptography, one core",
                      "seconds": round(baseline_s, 4), "repeats_s": [round(x, 4) for x in baseline_all],
@@ -168,7 +223,8 @@ async def run(run: Run) -> dict[str, Any]:
         "goal": f"≥ {GOAL_RATIO} × signing ceiling; exactly one POST per shared inbox",
         "checks": checks,
         "met": all(checks.values()),
-        "sizes": {"followers": n_followers, "instances": n_hosts, "receiver_processes": 1},
+        "sizes": {"followers": n_followers, "instances": n_hosts, "receiver_processes": 1,
+                  "delivery_processes": m["delivery_processes"]},
         "seed_s": round(m["seed_s"], 1),
         "latencies_ms": {"post -> shared inbox POST": m["arrivals_ms"]},
     }

@@ -9,7 +9,8 @@ The process pins itself to `--cpu` before importing anything heavy, listens on
 answers, and exits cleanly on SIGTERM (the benchmark stops it by its PID).
 
 Kinds:
-  fedi      fedi's real application from `fedi.app.create_app(config, host_map=…)`, workers running.
+  fedi      fedi's real application from `fedi.app.create_app(config, host_map=…)`, workers running
+            (delivery in `[federation] delivery_processes` children, as `fedi serve` runs it).
             With `--control-port` a second, loopback-only aiohttp app drives it from inside the
             process: POST /post (create_status), POST /tokens (issue_token), GET /stats
             (RSS, queue depths), POST /profile/start|stop (cProfile of the event-loop thread).
@@ -245,7 +246,7 @@ async def _main(args: argparse.Namespace) -> int:
     control_port = 0
     if args.kind == "fedi":
         from fedi.app import create_app
-        from fedi.config import config_from_dict
+        from fedi.config import config_from_dict, delivery_process_count
 
         with open(args.config) as fh:
             config = config_from_dict(json.load(fh))
@@ -253,7 +254,9 @@ async def _main(args: argparse.Namespace) -> int:
         if args.host_map:
             with open(args.host_map) as fh:
                 host_map = json.load(fh)
-        app = create_app(config, host_map=host_map, workers=True)
+        # delivery as `fedi serve` runs it: [federation] delivery_processes children
+        app = create_app(config, host_map=host_map, workers=True,
+                         delivery_processes=delivery_process_count(config.federation))
         _lift_rate_limits(app)
         runner, port = await _listen(app, config.server.port)
         runners.append(runner)

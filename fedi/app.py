@@ -28,10 +28,12 @@ from fedi.api.scheduled import ScheduledPublisher
 from fedi.moderation.subscriptions import BlocklistSyncer
 from inbox.worker import InboxWorker
 from outbox.delivery import DeliveryWorker
+from outbox.delivery_process import DeliveryProcesses
 
 log = logging.getLogger("fedi")
 
 DELIVERY_WORKER = web.AppKey("fedi_delivery_worker", DeliveryWorker)
+DELIVERY_PROCESSES = web.AppKey("fedi_delivery_processes", DeliveryProcesses)
 SCHEDULED_PUBLISHER = web.AppKey("fedi_scheduled_publisher", ScheduledPublisher)
 BLOCKLIST_SYNCER = web.AppKey("fedi_blocklist_syncer", BlocklistSyncer)
 INBOX_WORKER = web.AppKey("fedi_inbox_worker", InboxWorker)
@@ -64,11 +66,15 @@ async def close_context(ctx: Context) -> None:
     await ctx.db.close()
 
 
-def create_app(config: Config, *, host_map: dict[str, str] | None = None, workers: bool = True) -> web.Application:
+def create_app(config: Config, *, host_map: dict[str, str] | None = None, workers: bool = True,
+               delivery_processes: int = 0) -> web.Application:
     """Build the aiohttp application for one instance.
 
     `host_map` maps test hostnames to loopback addresses for outgoing requests;
     `workers=False` leaves the queues to be stepped by hand (tests call run_once()).
+    `delivery_processes` > 0 (with workers) sends deliveries from that many child
+    processes (`outbox.delivery_process`) instead of this one; `fedi serve` passes
+    `[federation] delivery_processes`, everything else delivers in-process.
     """
     # Rate limiting sits inside CORS (a 429 still carries CORS headers) and outside the error
     # renderer (every error answer gets X-RateLimit-* headers).
@@ -89,15 +95,26 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
         app[SCHEDULED_PUBLISHER] = publisher
         syncer = BlocklistSyncer(ctx)
         app[BLOCKLIST_SYNCER] = syncer
+        processes: DeliveryProcesses | None = None
         if workers:
             inbox_worker.start()
-            delivery_worker.start()
+            if delivery_processes > 0 and config.database_path == ":memory:":
+                log.warning("delivery_processes needs a database file; delivering in the server process")
+                delivery_worker.start()
+            elif delivery_processes > 0:
+                processes = DeliveryProcesses(config, delivery_processes, host_map)
+                app[DELIVERY_PROCESSES] = processes
+                await processes.start(ctx.delivery_wakeup)
+            else:
+                delivery_worker.start()
             publisher.start()
             syncer.start()
         yield
         await syncer.stop()
         await publisher.stop()
         await inbox_worker.stop()
+        if processes is not None:
+            await processes.stop()
         await delivery_worker.stop()
         await close_context(ctx)
 

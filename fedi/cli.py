@@ -51,8 +51,9 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from fedi.app import create_app
+    from fedi.config import delivery_process_count
 
-    app = create_app(config)
+    app = create_app(config, delivery_processes=delivery_process_count(config.federation))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)

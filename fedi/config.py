@@ -59,8 +59,31 @@ class FederationConfig:
     actor_refresh_seconds: int = 86_400
     delivery_per_host_concurrency: int = 4
     delivery_concurrency: int = 64
+    #: Separate delivery worker processes `fedi serve` starts: a whole number, or "auto"
+    #: (one per usable CPU core, at most MAX_AUTO_DELIVERY_PROCESSES); 0 delivers
+    #: inside the server process. See `delivery_process_count`.
+    delivery_processes: int | str = 1
     delivery_max_age_seconds: int = 7 * 86_400
     delivery_first_retry_seconds: int = 60
+
+
+#: "auto" never starts more delivery processes than this, however many cores there are.
+MAX_AUTO_DELIVERY_PROCESSES = 8
+#: An explicit number above this is refused as a typo.
+MAX_DELIVERY_PROCESSES = 64
+
+
+def delivery_process_count(config: FederationConfig) -> int:
+    """How many delivery processes `fedi serve` runs: the configured number, "auto" resolved."""
+    value = config.delivery_processes
+    if value == "auto":
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, MAX_AUTO_DELIVERY_PROCESSES))
+    assert isinstance(value, int)
+    return value
 
 
 @dataclass(frozen=True)
@@ -123,7 +146,12 @@ def _coerce(section: str, cls: type, raw: dict[str, Any]) -> Any:
         if key not in known:
             raise ConfigError(f"unknown key [{section}] {key}")
         default = getattr(defaults, key)
-        if isinstance(default, tuple):
+        if (section, key) == ("federation", "delivery_processes"):
+            if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
+                                    or not 0 <= value <= MAX_DELIVERY_PROCESSES):
+                raise ConfigError(f"[federation] delivery_processes must be \"auto\" or a whole number "
+                                  f"from 0 to {MAX_DELIVERY_PROCESSES}")
+        elif isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"[{section}] {key} must be a list of strings")
             value = tuple(value)

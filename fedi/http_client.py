@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yarl import URL
 
 from fedi.config import FederationConfig
+from fedi.http_post import BadResponse, ConnectFailed, Disconnected, Poster
 from fedi.jsonutil import JsonError, loads_strict
 from fedi.netguard import AddressPolicy, BlockedAddress, GuardedResolver, check_host
 from fedi.signatures import AS2_CONTENT_TYPE, DEFAULT_ACCEPT, sign_request
@@ -31,6 +34,7 @@ _EXCERPT_CHARS = 500
 #: A POST response is only read for its excerpt; the status carries the outcome.
 _POST_READ_BYTES = 8192
 _CHUNK = 65536
+_UNSAFE_HEAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than tab
 
 
 class FetchError(Exception):
@@ -62,6 +66,11 @@ class PostResult:
     status: int
     headers: dict[str, str]  # lower-cased names
     excerpt: str
+
+
+def _is_literal(host: str) -> bool:
+    """An IP-literal host (aiohttp's test); `check_host` has refused every other spelling of one."""
+    return ":" in host or host.replace(".", "").isdigit()
 
 
 def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
@@ -103,12 +112,14 @@ class HttpClient:
         self.policy = AddressPolicy(config.allow_private_networks)
         self._host_map = host_map
         self._session: aiohttp.ClientSession | None = None
+        self._poster: Poster | None = None
 
     async def start(self) -> None:
         """Create the session; must run inside the event loop that will use it."""
         if self._session is not None:
             return
         resolver = GuardedResolver(self.policy, host_map=self._host_map)
+        self._poster = Poster(resolver)  # POSTs (delivery); the same guard decides where they may go
         # Delivery keeps its own per-host limit; these only bound sockets overall.
         connector = aiohttp.TCPConnector(resolver=resolver, limit=100, limit_per_host=8)
         self._session = aiohttp.ClientSession(
@@ -120,6 +131,9 @@ class HttpClient:
         )
 
     async def close(self) -> None:
+        if self._poster is not None:
+            poster, self._poster = self._poster, None
+            await poster.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -237,25 +251,51 @@ class HttpClient:
         self, url: str, body: bytes, signer: Signer | None,
         content_type: str = AS2_CONTENT_TYPE,
     ) -> PostResult:
-        """POST without following redirects; any HTTP status is returned, not raised."""
-        session = self._require()
+        """POST without following redirects; any HTTP status is returned, not raised.
+
+        Sent by `fedi.http_post` (a lean keep-alive HTTP/1.1 transport: delivery is
+        most of our outgoing traffic) through the same guards as every request:
+        the URL checks here, the guarded resolver for names, the total deadline.
+        """
+        self._require()
+        poster = self._poster
+        assert poster is not None
         target = self._target(url)
+        text = str(target)
         headers = self._headers("POST", target, signer, body=body)
         headers["Content-Type"] = content_type
-        async with self._guard():
-            async with session.post(target, data=body, headers=headers, allow_redirects=False) as resp:
-                limit = min(self.config.max_response_bytes, _POST_READ_BYTES)
-                buf = bytearray()
-                async for chunk in resp.content.iter_chunked(_CHUNK):
-                    buf += chunk
-                    if len(buf) >= limit:
-                        resp.close()  # enough for the excerpt; drop the connection
-                        break
-                return PostResult(
-                    status=resp.status,
-                    headers={k.lower(): v for k, v in resp.headers.items()},
-                    excerpt=bytes(buf[:limit]).decode("utf-8", "replace")[:_EXCERPT_CHARS],
-                )
+        if "Host" not in headers:  # unsigned: sign_request did not set it
+            headers["Host"] = urlsplit(text).netloc.rpartition("@")[2]
+        lines = [f"POST {target.raw_path_qs} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        if any(_UNSAFE_HEAD.search(line) for line in lines):  # header injection
+            raise FetchError(None, "invalid header value")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        host = target.raw_host
+        assert host is not None and target.port is not None  # _target checked both
+        limit = min(self.config.max_response_bytes, _POST_READ_BYTES)
+        try:  # what _guard does, spelled out (one generator less per delivery)
+            async with asyncio.timeout(self.config.request_timeout_seconds):
+                response = await poster.post(target.scheme, host, target.port, _is_literal(host),
+                                             head.encode("utf-8") + body, limit)
+        except ConnectFailed as exc:
+            raise FetchError(None, f"connection failed: {exc}") from None
+        except Disconnected:
+            raise FetchError(None, "request failed: server disconnected") from None
+        except BadResponse as exc:
+            raise FetchError(None, f"request failed: {exc}") from None
+        except TimeoutError:
+            raise FetchError(None, "timed out") from None
+        except BlockedAddress as exc:  # the resolver found only refused addresses
+            raise FetchError(None, f"blocked address: {exc}") from None
+        except OSError as exc:
+            raise FetchError(None, f"request failed: {type(exc).__name__}") from None
+        return PostResult(
+            status=response.status,
+            headers=response.headers,
+            excerpt=response.body.decode("utf-8", "replace")[:_EXCERPT_CHARS],
+        )
 
     async def get_text(self, url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
         """GET a text document (a block list), following checked redirects: (status, headers, text).
