@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -66,6 +67,13 @@ async def close_context(ctx: Context) -> None:
     await ctx.db.close()
 
 
+async def _freeze_gc(app: web.Application) -> None:
+    """Move start-up objects out of the collector's reach: a full collection over them
+    otherwise pauses the loop 40-130 ms (measured as the streaming latency tail)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(config: Config, *, host_map: dict[str, str] | None = None, workers: bool = True,
                delivery_processes: int = 0) -> web.Application:
     """Build the aiohttp application for one instance.
@@ -119,6 +127,7 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
         await close_context(ctx)
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_startup.append(_freeze_gc)
     actors.routes.setup(app)
     inbox.routes.setup(app)
     outbox.routes.setup(app)

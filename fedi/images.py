@@ -20,16 +20,20 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp.web_request import FileField
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from fedi.clock import now
 from fedi.context import Context
 from fedi.db import Row
 from fedi.errors import HttpError
 from fedi.jsonutil import dumps_str
+
+# Pillow is imported inside the functions that decode or encode (all of them run in a worker thread
+# for an upload): a server that never receives an image does not carry its ~2 MB or its import time.
+if TYPE_CHECKING:
+    from PIL import Image
 
 MAX_BYTES = 16 * 1024 * 1024
 MAX_PIXELS = 33_177_600        # Mastodon's MAX_MATRIX_LIMIT (7680×4320)
@@ -128,6 +132,8 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 
 def _open(data: bytes) -> tuple[Image.Image, int]:
     """The lazily opened image and its frame count, refused (422) before decoding if too large."""
+    from PIL import Image, UnidentifiedImageError  # lazy: see the note at the imports
+
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own guard, in case our check is ever bypassed
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         size = _webp_size(data)
@@ -160,6 +166,8 @@ def _clean(frame: Image.Image) -> Image.Image:
 
 
 def _fit(img: Image.Image, side: int) -> Image.Image:
+    from PIL import Image  # lazy: see the note at the imports
+
     if img.width > side or img.height > side:
         img = img.copy()
         img.thumbnail((side, side), Image.Resampling.LANCZOS)
@@ -185,6 +193,8 @@ def _still_bytes(img: Image.Image, fmt: str | None = None) -> tuple[bytes, str]:
 @contextmanager
 def _hostile() -> Iterator[None]:
     """Any failure while parsing or decoding an upload is the file's fault: a 422, never a 500."""
+    from PIL import Image  # lazy: see the note at the imports
+
     try:
         yield
     except HttpError:
@@ -197,6 +207,8 @@ def _hostile() -> Iterator[None]:
 
 def _decode(data: bytes) -> Encoded:
     """Decode within limits and write the image anew (runs in a worker thread)."""
+    from PIL import ImageOps, ImageSequence  # lazy: see the note at the imports
+
     with _hostile():
         img, frames = _open(data)
         source = img.format or ""
@@ -223,6 +235,8 @@ def _decode(data: bytes) -> Encoded:
 
 def _profile(data: bytes, kind: str) -> tuple[bytes, str]:
     """Avatar or header: first frame, orientation applied, cropped to fill the profile size."""
+    from PIL import Image, ImageOps  # lazy: see the note at the imports
+
     with _hostile():
         img, _ = _open(data)
         img.seek(0)
@@ -252,6 +266,8 @@ def _to_srgb(v: float) -> int:
 
 def blurhash(img: Image.Image, x_components: int = 4, y_components: int = 3) -> str:
     """The blurhash clients paint while the image loads (computed on a ≤32 px copy: it is a blur anyway)."""
+    from PIL import Image  # lazy: see the note at the imports
+
     small = img.convert("RGB")
     small.thumbnail((32, 32), Image.Resampling.BILINEAR)
     w, h = small.size

@@ -14,7 +14,6 @@ import os
 import re
 
 from aiohttp import web
-from PIL import Image, ImageDraw
 
 from fedi.context import CTX
 from fedi.errors import HttpError
@@ -46,6 +45,8 @@ async def media_file(request: web.Request) -> web.StreamResponse:
 
 def _draw_missing() -> bytes:
     """A neutral silhouette: grey head and shoulders on a lighter square."""
+    from PIL import Image, ImageDraw  # lazy: only drawn once, on the first request for it; Pillow costs ~2 MB
+
     img = Image.new("RGB", (400, 400), (206, 210, 216))
     draw = ImageDraw.Draw(img)
     draw.ellipse((130, 70, 270, 210), fill=(150, 156, 166))

@@ -559,4 +559,149 @@ MIGRATIONS: list[str] = [
     ALTER TABLE accounts ADD COLUMN silenced_at REAL;
     ALTER TABLE accounts ADD COLUMN sensitized_at REAL;
     """,
+    # 4: counters that Account and Status entities show, kept by triggers so that no write path can miss
+    #    them (a page of 20 statuses otherwise counts every post of every author on it). Backfilled here.
+    #    Keep them honest: never `INSERT OR REPLACE` into statuses, follows or favourites — the rows that
+    #    REPLACE deletes fire no delete trigger (recursive_triggers is off). Use UPSERT or UPDATE.
+    """
+    CREATE TABLE account_stats (
+        account_id INTEGER PRIMARY KEY,
+        statuses_count INTEGER NOT NULL DEFAULT 0,   -- statuses (boosts included) not deleted
+        last_status_at REAL,                         -- newest published_at among them
+        followers_count INTEGER NOT NULL DEFAULT 0,  -- accepted follows of the account
+        following_count INTEGER NOT NULL DEFAULT 0   -- accepted follows by the account
+    );
+    CREATE TABLE status_stats (
+        status_id INTEGER PRIMARY KEY,
+        replies_count INTEGER NOT NULL DEFAULT 0,    -- replies not deleted
+        reblogs_count INTEGER NOT NULL DEFAULT 0,    -- boosts not deleted
+        favourites_count INTEGER NOT NULL DEFAULT 0
+    );
+    -- Recomputing last_status_at after a delete is one step down this index (databases made
+    -- before it joined migration 1 lack it).
+    CREATE INDEX IF NOT EXISTS statuses_account_stats ON statuses (account_id, deleted_at, published_at);
+    -- The viewer's own boosts among a page of statuses, without visiting every boost of a popular post.
+    CREATE INDEX statuses_reblog_account ON statuses (reblog_of_id, account_id) WHERE reblog_of_id IS NOT NULL;
+
+    INSERT INTO account_stats (account_id, statuses_count, last_status_at)
+        SELECT account_id, count(*), max(published_at) FROM statuses WHERE deleted_at IS NULL GROUP BY account_id;
+    INSERT INTO account_stats (account_id, followers_count)
+        SELECT target_account_id, count(*) FROM follows WHERE state = 'accepted' GROUP BY target_account_id
+        ON CONFLICT (account_id) DO UPDATE SET followers_count = excluded.followers_count;
+    INSERT INTO account_stats (account_id, following_count)
+        SELECT account_id, count(*) FROM follows WHERE state = 'accepted' GROUP BY account_id
+        ON CONFLICT (account_id) DO UPDATE SET following_count = excluded.following_count;
+    INSERT INTO status_stats (status_id, replies_count)
+        SELECT in_reply_to_id, count(*) FROM statuses WHERE deleted_at IS NULL AND in_reply_to_id IS NOT NULL
+        GROUP BY in_reply_to_id;
+    INSERT INTO status_stats (status_id, reblogs_count)
+        SELECT reblog_of_id, count(*) FROM statuses WHERE deleted_at IS NULL AND reblog_of_id IS NOT NULL
+        GROUP BY reblog_of_id
+        ON CONFLICT (status_id) DO UPDATE SET reblogs_count = excluded.reblogs_count;
+    INSERT INTO status_stats (status_id, favourites_count)
+        SELECT status_id, count(*) FROM favourites GROUP BY status_id
+        ON CONFLICT (status_id) DO UPDATE SET favourites_count = excluded.favourites_count;
+
+    -- A status counts while deleted_at IS NULL: for its author, and for what it replies to or boosts.
+    -- (Three triggers rather than one, so that a post that is no reply and no boost runs one statement.)
+    CREATE TRIGGER statuses_stats_insert AFTER INSERT ON statuses WHEN NEW.deleted_at IS NULL
+    BEGIN
+        INSERT INTO account_stats (account_id, statuses_count, last_status_at) VALUES (NEW.account_id, 1, NEW.published_at)
+            ON CONFLICT (account_id) DO UPDATE SET statuses_count = statuses_count + 1,
+                last_status_at = max(coalesce(last_status_at, excluded.last_status_at), excluded.last_status_at);
+    END;
+    CREATE TRIGGER statuses_stats_insert_reply AFTER INSERT ON statuses
+    WHEN NEW.deleted_at IS NULL AND NEW.in_reply_to_id IS NOT NULL
+    BEGIN
+        INSERT INTO status_stats (status_id, replies_count) VALUES (NEW.in_reply_to_id, 1)
+            ON CONFLICT (status_id) DO UPDATE SET replies_count = replies_count + 1;
+    END;
+    CREATE TRIGGER statuses_stats_insert_reblog AFTER INSERT ON statuses
+    WHEN NEW.deleted_at IS NULL AND NEW.reblog_of_id IS NOT NULL
+    BEGIN
+        INSERT INTO status_stats (status_id, reblogs_count) VALUES (NEW.reblog_of_id, 1)
+            ON CONFLICT (status_id) DO UPDATE SET reblogs_count = reblogs_count + 1;
+    END;
+    -- Deleting (deleted_at set) or restoring a status, or moving what it counts for: take the old
+    -- contribution away, add the new one, and find the author's newest remaining post again.
+    CREATE TRIGGER statuses_stats_update
+    AFTER UPDATE OF deleted_at, account_id, published_at, in_reply_to_id, reblog_of_id ON statuses
+    WHEN (OLD.deleted_at IS NULL) <> (NEW.deleted_at IS NULL)
+        OR (NEW.deleted_at IS NULL AND (OLD.account_id IS NOT NEW.account_id OR OLD.published_at IS NOT NEW.published_at
+            OR OLD.in_reply_to_id IS NOT NEW.in_reply_to_id OR OLD.reblog_of_id IS NOT NEW.reblog_of_id))
+    BEGIN
+        UPDATE account_stats SET statuses_count = statuses_count - 1
+            WHERE OLD.deleted_at IS NULL AND account_id = OLD.account_id;
+        UPDATE status_stats SET replies_count = replies_count - 1
+            WHERE OLD.deleted_at IS NULL AND status_id = OLD.in_reply_to_id;
+        UPDATE status_stats SET reblogs_count = reblogs_count - 1
+            WHERE OLD.deleted_at IS NULL AND status_id = OLD.reblog_of_id;
+        INSERT INTO account_stats (account_id, statuses_count) SELECT NEW.account_id, 1 WHERE NEW.deleted_at IS NULL
+            ON CONFLICT (account_id) DO UPDATE SET statuses_count = statuses_count + 1;
+        INSERT INTO status_stats (status_id, replies_count) SELECT NEW.in_reply_to_id, 1
+            WHERE NEW.deleted_at IS NULL AND NEW.in_reply_to_id IS NOT NULL
+            ON CONFLICT (status_id) DO UPDATE SET replies_count = replies_count + 1;
+        INSERT INTO status_stats (status_id, reblogs_count) SELECT NEW.reblog_of_id, 1
+            WHERE NEW.deleted_at IS NULL AND NEW.reblog_of_id IS NOT NULL
+            ON CONFLICT (status_id) DO UPDATE SET reblogs_count = reblogs_count + 1;
+        UPDATE account_stats SET last_status_at = (
+            SELECT s.published_at FROM statuses s WHERE s.account_id = account_stats.account_id AND s.deleted_at IS NULL
+            ORDER BY s.published_at DESC LIMIT 1)
+            WHERE account_id IN (OLD.account_id, NEW.account_id);
+    END;
+    CREATE TRIGGER statuses_stats_delete AFTER DELETE ON statuses WHEN OLD.deleted_at IS NULL
+    BEGIN
+        UPDATE account_stats SET statuses_count = statuses_count - 1, last_status_at = (
+            SELECT s.published_at FROM statuses s WHERE s.account_id = OLD.account_id AND s.deleted_at IS NULL
+            ORDER BY s.published_at DESC LIMIT 1)
+            WHERE account_id = OLD.account_id;
+        UPDATE status_stats SET replies_count = replies_count - 1 WHERE status_id = OLD.in_reply_to_id;
+        UPDATE status_stats SET reblogs_count = reblogs_count - 1 WHERE status_id = OLD.reblog_of_id;
+    END;
+
+    -- Only accepted follows count (a pending request is neither a follower nor a following).
+    CREATE TRIGGER follows_stats_insert AFTER INSERT ON follows WHEN NEW.state = 'accepted'
+    BEGIN
+        INSERT INTO account_stats (account_id, followers_count) VALUES (NEW.target_account_id, 1)
+            ON CONFLICT (account_id) DO UPDATE SET followers_count = followers_count + 1;
+        INSERT INTO account_stats (account_id, following_count) VALUES (NEW.account_id, 1)
+            ON CONFLICT (account_id) DO UPDATE SET following_count = following_count + 1;
+    END;
+    CREATE TRIGGER follows_stats_update AFTER UPDATE OF state, account_id, target_account_id ON follows
+    WHEN (OLD.state = 'accepted') <> (NEW.state = 'accepted')
+        OR (NEW.state = 'accepted' AND (OLD.account_id <> NEW.account_id OR OLD.target_account_id <> NEW.target_account_id))
+    BEGIN
+        UPDATE account_stats SET followers_count = followers_count - 1
+            WHERE OLD.state = 'accepted' AND account_id = OLD.target_account_id;
+        UPDATE account_stats SET following_count = following_count - 1
+            WHERE OLD.state = 'accepted' AND account_id = OLD.account_id;
+        INSERT INTO account_stats (account_id, followers_count) SELECT NEW.target_account_id, 1 WHERE NEW.state = 'accepted'
+            ON CONFLICT (account_id) DO UPDATE SET followers_count = followers_count + 1;
+        INSERT INTO account_stats (account_id, following_count) SELECT NEW.account_id, 1 WHERE NEW.state = 'accepted'
+            ON CONFLICT (account_id) DO UPDATE SET following_count = following_count + 1;
+    END;
+    CREATE TRIGGER follows_stats_delete AFTER DELETE ON follows WHEN OLD.state = 'accepted'
+    BEGIN
+        UPDATE account_stats SET followers_count = followers_count - 1 WHERE account_id = OLD.target_account_id;
+        UPDATE account_stats SET following_count = following_count - 1 WHERE account_id = OLD.account_id;
+    END;
+
+    CREATE TRIGGER favourites_stats_insert AFTER INSERT ON favourites
+    BEGIN
+        INSERT INTO status_stats (status_id, favourites_count) VALUES (NEW.status_id, 1)
+            ON CONFLICT (status_id) DO UPDATE SET favourites_count = favourites_count + 1;
+    END;
+    CREATE TRIGGER favourites_stats_update AFTER UPDATE OF status_id ON favourites WHEN OLD.status_id <> NEW.status_id
+    BEGIN
+        UPDATE status_stats SET favourites_count = favourites_count - 1 WHERE status_id = OLD.status_id;
+        INSERT INTO status_stats (status_id, favourites_count) VALUES (NEW.status_id, 1)
+            ON CONFLICT (status_id) DO UPDATE SET favourites_count = favourites_count + 1;
+    END;
+    CREATE TRIGGER favourites_stats_delete AFTER DELETE ON favourites
+    BEGIN
+        UPDATE status_stats SET favourites_count = favourites_count - 1 WHERE status_id = OLD.status_id;
+    END;
+    -- The inbox asks every few seconds which hosts are failing; keep that off a full scan.
+    CREATE INDEX hosts_troubled ON hosts (host) WHERE failures > 0 OR unavailable_since IS NOT NULL;
+    """,
 ]

@@ -93,11 +93,13 @@ def stream_name(key: Key) -> list[str]:
 class Connection:
     """One client's stream: who it is, what it listens to, and frames not yet written."""
 
-    __slots__ = ("token_id", "account", "notifications", "keys", "pending", "wake", "closed", "close_code")
+    __slots__ = ("token_id", "account", "account_id", "notifications", "keys", "pending", "wake", "closed", "close_code")
 
     def __init__(self, auth: Auth, notifications: bool) -> None:
         self.token_id = auth.token_id
         self.account: Row | None = auth.account
+        #: Read several times per listener per event, so kept rather than looked up in the row each time.
+        self.account_id: int | None = None if auth.account is None else auth.account["id"]
         #: Whether the token may see notifications on the `user` stream (read:notifications).
         self.notifications = notifications
         self.keys: set[Key] = set()
@@ -105,10 +107,6 @@ class Connection:
         self.wake = asyncio.Event()
         self.closed = False
         self.close_code = CLOSE_GOING_AWAY
-
-    @property
-    def account_id(self) -> int | None:
-        return None if self.account is None else self.account["id"]
 
     def push(self, frame: Frame, limit: int) -> bool:
         """Queue a frame (a closed connection drops it); False when the client has fallen too far behind."""
