@@ -10,21 +10,16 @@ proves that what arrives after the restart is still properly signed.
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from fedi.ids import IdGenerator
-from fedi.signatures import SignatureError, check_request, load_public_key, parse_signature, verify_signature
 from tests.processes import FediProcess, FediProcesses, wait_for_async
+from tests.receivers import Receiver, add_remote_followers
 
 HOSTS = 20
 POSTS = 5
@@ -36,86 +31,6 @@ REQUEST_TIMEOUT = 2.0  # a delivery leased by the killed process is due again af
 def procs(tmp_path: Path) -> Iterator[FediProcesses]:
     with FediProcesses(tmp_path) as p:
         yield p
-
-
-class Receiver:
-    """One remote host: `POST /inbox` checks the signature, records the activity id, answers slowly."""
-
-    def __init__(self, key_id: str, public_pem: str) -> None:
-        self.key_id = key_id
-        self.public_key = load_public_key(public_pem)
-        self.received: list[str] = []
-        self.rejected: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def netloc(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def inbox(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            if request.headers.get("Host") != self.netloc:
-                raise SignatureError(f"sent to the wrong host: {request.headers.get('Host')}")
-            parsed = parse_signature(request.headers.get("Signature", ""))
-            if parsed.key_id != self.key_id:
-                raise SignatureError(f"signed with {parsed.key_id}")
-            check_request(parsed, "POST", request.headers, body, time.time(), 300)
-            verify_signature(parsed, "POST", request.rel_url.raw_path, request.query_string, request.headers,
-                             self.public_key)
-        except SignatureError as exc:
-            self.rejected.append(exc.reason)
-            return web.json_response({"error": exc.reason}, status=401)
-        self.received.append(json.loads(body)["id"])
-        await asyncio.sleep(ANSWER_DELAY)
-        return web.json_response({}, status=202)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/inbox", self.inbox)
-        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-
-def add_remote_followers(inst: FediProcess, username: str, receivers: list[Receiver]) -> None:
-    """One remote follower per receiver host, written straight into A's database before it starts.
-
-    Rows rather than real Follow activities: the followers must be *remote*
-    accounts following the local one, and making each receiver a full peer that
-    signs a Follow and takes the Accept would test follow handling (covered by
-    test_federation), not what this test is about — that queued deliveries
-    survive a crash. The rows are what fedi itself stores for an accepted remote
-    follower (see fedi/schema.py and inbox/handlers.py).
-    """
-    ids = IdGenerator()
-    now = time.time()
-    with closing(sqlite3.connect(inst.db_path, timeout=10)) as conn, conn:
-        (local_id,) = conn.execute(
-            "SELECT id FROM accounts WHERE domain IS NULL AND username = ?", (username,)
-        ).fetchone()
-        for n, receiver in enumerate(receivers):
-            uri = f"http://{receiver.netloc}/users/follower{n}"
-            account_id = ids.next()
-            conn.execute(
-                """INSERT INTO accounts (id, username, domain, uri, url, inbox_url, shared_inbox_url,
-                       followers_url, public_key_id, created_at, updated_at, fetched_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (account_id, f"follower{n}", receiver.netloc, uri, uri, f"{uri}/inbox",
-                 f"http://{receiver.netloc}/inbox", f"{uri}/followers", f"{uri}#main-key", now, now, now),
-            )
-            conn.execute(
-                "INSERT INTO follows (id, account_id, target_account_id, uri, state, created_at)"
-                " VALUES (?, ?, ?, ?, 'accepted', ?)",
-                (ids.next(), account_id, local_id, f"http://{receiver.netloc}/follows/{n}", now),
-            )
 
 
 def delivery_states(inst: FediProcess) -> dict[str, int]:
@@ -130,7 +45,9 @@ async def test_sigkill_during_backlog_loses_no_delivery(procs: FediProcesses, re
     ((key_id, public_pem),) = inst.query(
         "SELECT public_key_id, public_key_pem FROM accounts WHERE domain IS NULL AND username = 'alice'"
     )
-    receivers = [Receiver(key_id, public_pem) for _ in range(HOSTS)]
+    receivers = [Receiver(delay=ANSWER_DELAY) for _ in range(HOSTS)]
+    for receiver in receivers:
+        receiver.expect_key(key_id, public_pem)
     try:
         for receiver in receivers:
             await receiver.start()

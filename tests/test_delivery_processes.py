@@ -10,7 +10,6 @@ found through /proc (Linux) by their parent's PID and command line.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
@@ -18,19 +17,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from fedi.config import ConfigError, FederationConfig, config_from_dict, delivery_process_count
-from fedi.ids import IdGenerator
-from fedi.signatures import SignatureError, check_request, load_public_key, parse_signature, verify_signature
 from outbox.delivery_process import parse_cpus, shares
 from tests.processes import FediProcess, FediProcesses, wait_for, wait_for_async
+from tests.receivers import Receiver, add_remote_followers
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds children through /proc")
 
@@ -104,87 +100,6 @@ def delivery_children(parent: int) -> list[int]:
     return sorted(found)
 
 
-class Receiver:
-    """One remote host: checks every signature, counts activity ids, tracks requests in flight."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.key_id = ""  # alice's, set once the instance exists
-        self.public_key: Any = None
-        self.delay = delay
-        self.received: list[str] = []
-        self.rejected: list[str] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def netloc(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def inbox(self, request: web.Request) -> web.Response:
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            body = await request.read()
-            try:
-                if request.headers.get("Host") != self.netloc:
-                    raise SignatureError(f"sent to the wrong host: {request.headers.get('Host')}")
-                parsed = parse_signature(request.headers.get("Signature", ""))
-                if parsed.key_id != self.key_id:
-                    raise SignatureError(f"signed with {parsed.key_id}")
-                check_request(parsed, "POST", request.headers, body, time.time(), 300)
-                verify_signature(parsed, "POST", request.rel_url.raw_path, request.query_string, request.headers,
-                                 self.public_key)
-            except SignatureError as exc:
-                self.rejected.append(exc.reason)
-                return web.json_response({"error": exc.reason}, status=401)
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            self.received.append(json.loads(body)["id"])
-            return web.json_response({}, status=202)
-        finally:
-            self.in_flight -= 1
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/inbox", self.inbox)
-        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-
-def add_remote_followers(inst: FediProcess, username: str, receivers: list[Receiver]) -> None:
-    """One remote follower per receiver host, as rows (see tests/test_crash_recovery.py for why)."""
-    ids = IdGenerator()
-    now = time.time()
-    with closing(sqlite3.connect(inst.db_path, timeout=10)) as conn, conn:
-        (local_id,) = conn.execute(
-            "SELECT id FROM accounts WHERE domain IS NULL AND username = ?", (username,)
-        ).fetchone()
-        for n, receiver in enumerate(receivers):
-            uri = f"http://{receiver.netloc}/users/follower{n}"
-            account_id = ids.next()
-            conn.execute(
-                """INSERT INTO accounts (id, username, domain, uri, url, inbox_url, shared_inbox_url,
-                       followers_url, public_key_id, created_at, updated_at, fetched_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (account_id, f"follower{n}", receiver.netloc, uri, uri, f"{uri}/inbox",
-                 f"http://{receiver.netloc}/inbox", f"{uri}/followers", f"{uri}#main-key", now, now, now),
-            )
-            conn.execute(
-                "INSERT INTO follows (id, account_id, target_account_id, uri, state, created_at)"
-                " VALUES (?, ?, ?, ?, 'accepted', ?)",
-                (ids.next(), account_id, local_id, f"http://{receiver.netloc}/follows/{n}", now),
-            )
-
-
 async def api_post(inst: FediProcess, username: str, password: str, text: str) -> str:
     """POST /api/v1/statuses with a password-grant token: the server process itself queues the deliveries."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
@@ -216,7 +131,7 @@ async def started(procs: FediProcesses, receivers: list[Receiver], **federation:
         "SELECT public_key_id, public_key_pem FROM accounts WHERE domain IS NULL AND username = 'alice'"
     )
     for receiver in receivers:
-        receiver.key_id, receiver.public_key = key_id, load_public_key(public_pem)
+        receiver.expect_key(key_id, public_pem)
         await receiver.start()
     add_remote_followers(inst, "alice", receivers)
     await asyncio.to_thread(inst.start)
