@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import chart
-from bench.common import LIVE, RESULTS, BenchError, Run, machine, pick_cores, pin_self
+from bench.common import LIVE, RESULTS, BenchError, Run, compile_sources, machine, pick_cores, pin_self
 
 SCENARIOS = ("inbox", "fanout", "timeline", "streaming", "footprint")
 # Hard caps (seconds) per scenario; the sizes are chosen to finish well inside them.
@@ -182,6 +182,7 @@ def _git_commit() -> str | None:
 async def main_async(args: argparse.Namespace) -> int:
     cores = pick_cores()
     pin_self(cores.load)
+    compile_sources()
     names = args.scenarios or list(SCENARIOS)
     out_dir = Path(args.out) if args.out else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)

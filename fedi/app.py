@@ -24,7 +24,6 @@ from fedi.api.ratelimit import rate_limit_middleware, setup as setup_rate_limits
 from fedi.errors import error_middleware
 from fedi.moderation.fetch_auth import authorized_fetch_middleware
 from fedi.http_client import HttpClient, Signer
-from fedi.signatures import load_private_key
 from fedi.api.scheduled import ScheduledPublisher
 from fedi.moderation.subscriptions import BlocklistSyncer
 from inbox.worker import InboxWorker
@@ -57,7 +56,7 @@ async def open_context(config: Config, host_map: dict[str, str] | None = None) -
         db=db,
         http=http,
         keys=KeyCache(config.federation.key_cache_seconds),
-        instance_signer=Signer(row["public_key_id"], load_private_key(row["private_key_pem"])),
+        instance_signer=Signer(row["public_key_id"], row["private_key_pem"]),
         instance_actor_id=actor_id,
     )
 

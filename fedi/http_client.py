@@ -14,17 +14,19 @@ import re
 from urllib.parse import urlsplit
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yarl import URL
 
 from fedi.config import FederationConfig
 from fedi.http_post import BadResponse, ConnectFailed, Disconnected, Poster
 from fedi.jsonutil import JsonError, loads_strict
 from fedi.netguard import AddressPolicy, BlockedAddress, GuardedResolver, check_host
-from fedi.signatures import AS2_CONTENT_TYPE, DEFAULT_ACCEPT, sign_request
+from fedi.signatures import AS2_CONTENT_TYPE, DEFAULT_ACCEPT, load_private_key, sign_request
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 AS2_ACCEPT = DEFAULT_ACCEPT
 _AP_TYPES = frozenset({"application/activity+json", "application/ld+json"})
@@ -48,10 +50,15 @@ class FetchError(Exception):
 
 @dataclass(frozen=True)
 class Signer:
-    """Whose key signs a request: the actor's key id and private key."""
+    """Whose key signs a request: the actor's key id and private key, kept as PEM and
+    parsed on the first signature (so a process that never signs never loads `cryptography`)."""
 
     key_id: str
-    private_key: RSAPrivateKey
+    private_key_pem: str
+
+    @property
+    def private_key(self) -> RSAPrivateKey:
+        return load_private_key(self.private_key_pem)  # cached by PEM
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import html
 import re
 
-import nh3
-
 _TAGS = {
     "p", "br", "a", "span", "del", "pre", "code", "em", "strong", "b", "i", "u",
     "ul", "ol", "li", "blockquote", "s", "sub", "sup",
@@ -30,6 +28,8 @@ def sanitize_html(text: str, max_length: int = 100_000) -> str:
     """Clean remote HTML to the allowed subset; links get rel=nofollow noopener."""
     if not text:
         return ""
+    import nh3  # on first use: ~1.4 MB an instance that never receives or renders HTML need not load
+
     return nh3.clean(
         text[:max_length],
         tags=_TAGS,
@@ -45,5 +45,7 @@ def plain_text(value: object, max_length: int) -> str:
     """A remote string meant as plain text (names, alt text): tags removed, entities decoded, capped."""
     if not isinstance(value, str):
         return ""
+    import nh3
+
     stripped = nh3.clean(value[: max_length * 4], tags=set())
     return html.unescape(stripped).replace("\x00", "")[:max_length].strip()

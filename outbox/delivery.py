@@ -33,7 +33,6 @@ from fedi.context import Context
 from fedi.db import Tx
 from fedi.http_client import FetchError, PostResult, Signer
 from fedi.moderation.domains import WITHDRAWALS, current as domain_rules
-from fedi.signatures import load_private_key
 from outbox.queue import HELD, backoff_delay, check_transition, retry_after_seconds
 
 log = logging.getLogger("fedi.delivery")
@@ -358,7 +357,7 @@ class DeliveryWorker:
             )
             if row is None or not row["public_key_id"] or not row["private_key_pem"]:
                 return None
-            self._signers[account_id] = Signer(row["public_key_id"], load_private_key(row["private_key_pem"]))
+            self._signers[account_id] = Signer(row["public_key_id"], row["private_key_pem"])
         return self._signers[account_id]
 
     async def _fail(self, row: Leased, error: str) -> Outcome:

@@ -354,7 +354,6 @@ async def run_child(spec: dict[str, Any], leftover: bytes = b"") -> int:
     from fedi.config import config_from_dict
     from fedi.context import Context
     from fedi.http_client import HttpClient, Signer
-    from fedi.signatures import load_private_key
     from outbox.delivery import DeliveryWorker
 
     config = config_from_dict(spec["config"], base_dir=spec["base_dir"])
@@ -376,7 +375,7 @@ async def run_child(spec: dict[str, Any], leftover: bytes = b"") -> int:
         raise SystemExit("delivery process: the database has no instance actor")
     ctx = Context(
         config=config, db=db, http=http, keys=KeyCache(config.federation.key_cache_seconds),  # type: ignore[arg-type]
-        instance_signer=Signer(row["public_key_id"], load_private_key(row["private_key_pem"])),
+        instance_signer=Signer(row["public_key_id"], row["private_key_pem"]),
         instance_actor_id=row["id"],
     )
     await loop.connect_read_pipe(lambda: _WakePipe(ctx.wake_delivery, stop), os.fdopen(0, "rb", buffering=0))

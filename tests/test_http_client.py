@@ -208,7 +208,7 @@ async def test_local_server_refused_by_default(serve, client_for) -> None:
 
 async def test_redirects_followed_and_resigned(serve, client_for) -> None:
     key = signatures.generate_private_key()
-    signer = Signer("http://alpha.test/actor#main-key", key)
+    signer = Signer("http://alpha.test/actor#main-key", signatures.private_key_pem(key))
     server = await serve({
         "/a": redirect(lambda r: f"http://beta.test:{r.url.port}/b?x=1"),
         "/b": redirect("/c", status=301),
@@ -393,7 +393,7 @@ async def test_proxy_environment_ignored(serve, client_for, monkeypatch) -> None
 
 async def test_post_signed_returns_status_headers_excerpt(serve, client_for) -> None:
     key = signatures.generate_private_key()
-    signer = Signer("http://alpha.test/users/a#main-key", key)
+    signer = Signer("http://alpha.test/users/a#main-key", signatures.private_key_pem(key))
     seen: dict[str, object] = {}
 
     async def inbox(request: web.Request) -> web.Response:

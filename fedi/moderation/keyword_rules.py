@@ -102,7 +102,7 @@ async def delete_rule(ctx: Context, admin_id: int | None, rule_id: int) -> bool:
 
 def searchable_text(content_html: str, summary: str) -> str:
     """Plain text of a post (content warning and body), line breaks kept so `\\b` means something."""
-    import nh3  # lazy, like fedi.sanitize should be: an instance that receives nothing need not load it (~1.4 MB)
+    import nh3  # on first use, as in fedi.sanitize (~1.4 MB)
 
     body = nh3.clean(_BREAKS.sub("\n", content_html[:MAX_TEXT * 2]), tags=set())
     return f"{summary}\n{html.unescape(body)}"[:MAX_TEXT]
