@@ -19,7 +19,7 @@ from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
 from fedi.negotiation import wants_activity_json, wants_html
-from fedi.web.render import render
+from fedi.web.render import CSP_FORMS_LEAVE_SITE, render
 
 VARY = {"Vary": "Accept"}
 PROFILE_STATUSES = 20
@@ -65,7 +65,7 @@ async def _profile_page(request: web.Request, ctx: Context, row: Row) -> web.Res
         "statuses": statuses,
         "title": f"{row['display_name'] or row['username']} (@{row['username']}@{ctx.domain})",
     }
-    return render("profile.html", context, headers=VARY)
+    return render("profile.html", context, headers={**VARY, **CSP_FORMS_LEAVE_SITE})
 
 
 async def actor(request: web.Request) -> web.Response:

@@ -2,7 +2,9 @@
 
 Server side: answer for local accounts and the instance actor, matching user and
 domain case-insensitively but answering with the canonical case (INTEROP 16).
-Client side: `resolve_handle` asks a remote host for its `self` link.
+Client side: `resolve_handle` asks a remote host for its `self` link, and
+`subscribe_template` for its remote-interaction (OStatus subscribe) template,
+which is where a visitor's own server lets them follow one of ours.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ CORS = {"Access-Control-Allow-Origin": "*"}
 JRD = "application/jrd+json"
 MAX_RESOURCE = 512
 PROFILE_PAGE = "http://webfinger.net/rel/profile-page"
+SUBSCRIBE = "http://ostatus.org/schema/1.0/subscribe"
 _LOCAL_PATH = re.compile(r"^/(?:users/|@)([^/]+)/?$")
 _USER = re.compile(r"^[A-Za-z0-9_.-]+$")
 _DOMAIN = re.compile(r"^(?=.{1,253}(?::|$))[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
@@ -37,6 +40,10 @@ _DOMAIN = re.compile(r"^(?=.{1,253}(?::|$))[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za
 
 class BadResource(ValueError):
     """The `resource` parameter is not something WebFinger can answer (400)."""
+
+
+class BadHandle(ActorError):
+    """What was given is not a `user@domain` handle at all (the caller's mistake, not the remote's)."""
 
 
 def split_acct(value: str) -> tuple[str, str]:
@@ -83,6 +90,11 @@ async def lookup(ctx: Context, resource: str) -> Row | None:
     return row
 
 
+def own_subscribe_template(ctx: Context) -> str:
+    """Where remote servers send our users to follow or answer something of theirs (fedi.web.interaction)."""
+    return f"{ctx.base_url}/authorize_interaction?uri={{uri}}"
+
+
 def jrd(ctx: Context, row: Row) -> dict[str, Any]:
     """The JSON Resource Descriptor for a local account."""
     is_instance = row["actor_type"] == "Application"
@@ -94,6 +106,7 @@ def jrd(ctx: Context, row: Row) -> dict[str, Any]:
         "links": [
             {"rel": "self", "type": AS2, "href": row["uri"]},
             {"rel": PROFILE_PAGE, "type": "text/html", "href": profile},
+            {"rel": SUBSCRIBE, "template": own_subscribe_template(ctx)},
         ],
     }
 
@@ -145,20 +158,26 @@ def _is_activity_type(value: Any) -> bool:
     return media == AS2 or (media == "application/ld+json" and "activitystreams" in value)
 
 
-async def resolve_handle(ctx: Context, handle: str) -> str:
-    """The actor id for `@user@domain` (or `user@domain`, `acct:user@domain`); raises ActorError."""
+def _parse_handle(handle: str) -> tuple[str, str]:
+    """(user, lower-cased domain) of a `user@domain` handle in any of its spellings; raises ActorError."""
     try:
         user, domain = split_acct(handle.strip())
     except BadResource:
-        raise ActorError("not a user@domain handle") from None
+        raise BadHandle("not a user@domain handle") from None
     if not _USER.match(user) or len(user) > 100 or not _DOMAIN.match(domain):
-        raise ActorError("not a valid user@domain handle")
-    domain = domain.lower()
-    if domain == ctx.domain.lower():
-        row = await _account_by_name(ctx, user)
-        if row is None or row["suspended_at"] is not None:
-            raise ActorError("no such local account", 404)
-        return str(row["uri"])
+        raise BadHandle("not a valid user@domain handle")
+    return user, domain.lower()
+
+
+async def _local_named(ctx: Context, user: str) -> Row:
+    row = await _account_by_name(ctx, user)
+    if row is None or row["suspended_at"] is not None:
+        raise ActorError("no such local account", 404)
+    return row
+
+
+async def _remote_links(ctx: Context, user: str, domain: str) -> list[dict[str, Any]]:
+    """The links of a remote host's WebFinger answer for user@domain (never for a blocked domain)."""
     if await is_suspended(ctx, domain):
         raise ActorError(f"not looking up {user}@{domain}: the domain is blocked")
     query = urlencode({"resource": f"acct:{user}@{domain}"})
@@ -170,9 +189,35 @@ async def resolve_handle(ctx: Context, handle: str) -> str:
     except FetchError as exc:
         raise ActorError(f"WebFinger for {user}@{domain} failed: {exc.reason}", exc.status) from None
     links = result.document.get("links")
-    for link in links if isinstance(links, list) else []:
-        if isinstance(link, dict) and link.get("rel") == "self" and _is_activity_type(link.get("type")):
+    return [link for link in links if isinstance(link, dict)] if isinstance(links, list) else []
+
+
+async def resolve_handle(ctx: Context, handle: str) -> str:
+    """The actor id for `@user@domain` (or `user@domain`, `acct:user@domain`); raises ActorError."""
+    user, domain = _parse_handle(handle)
+    if domain == ctx.domain.lower():
+        return str((await _local_named(ctx, user))["uri"])
+    for link in await _remote_links(ctx, user, domain):
+        if link.get("rel") == "self" and _is_activity_type(link.get("type")):
             href = link.get("href")
             if is_valid_url(href):
                 return str(href)
     raise ActorError(f"WebFinger for {user}@{domain} has no ActivityPub actor link")
+
+
+async def subscribe_template(ctx: Context, handle: str) -> str:
+    """The remote-interaction template (with `{uri}`) of the server `handle` lives on; raises ActorError.
+
+    Only an http(s) URL is accepted, so a hostile answer cannot send the visitor to `javascript:`.
+    """
+    user, domain = _parse_handle(handle)
+    if domain == ctx.domain.lower():
+        await _local_named(ctx, user)
+        return own_subscribe_template(ctx)
+    for link in await _remote_links(ctx, user, domain):
+        template = link.get("template")
+        if link.get("rel") != SUBSCRIBE or not isinstance(template, str) or "{uri}" not in template:
+            continue
+        if is_valid_url(template.replace("{uri}", "x")):
+            return template
+    raise ActorError(f"{user}@{domain}'s server does not offer remote follows (no subscribe template)")

@@ -92,8 +92,7 @@ async def test_webfinger_acct(alpha: Instance) -> None:
     assert links["self"] == {"rel": "self", "type": AS2, "href": f"{alpha.base}/users/Alice"}
     assert links["http://webfinger.net/rel/profile-page"]["href"] == f"{alpha.base}/@Alice"
     assert links["http://webfinger.net/rel/profile-page"]["type"] == "text/html"
-    # no remote-follow template until fedi has a signed-in web page to answer it
-    assert "http://ostatus.org/schema/1.0/subscribe" not in links
+    assert links["http://ostatus.org/schema/1.0/subscribe"]["template"] == f"{alpha.base}/authorize_interaction?uri={{uri}}"
 
 
 @pytest.mark.parametrize("resource", [

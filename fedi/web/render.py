@@ -19,14 +19,18 @@ from aiohttp import web
 from fedi.clock import iso_seconds
 
 #: Defence in depth should a sanitiser bug let markup through: no scripts, no framing.
+_CSP = (
+    "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
+    "form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
+    "Content-Security-Policy": _CSP.format(form_action="'self'"),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+#: For pages whose form is answered with a redirect to another server (the remote-follow box):
+#: browsers apply form-action to the redirect's target too.
+CSP_FORMS_LEAVE_SITE = {"Content-Security-Policy": _CSP.format(form_action="'self' https: http:")}
 
 
 def human_time(ts: float | None) -> str:

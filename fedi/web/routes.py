@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 import fedi.web.admin
+import fedi.web.interaction
 from fedi.context import CTX
 from fedi.web.render import render
 
@@ -33,3 +34,4 @@ async def index(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     app.router.add_get("/", index)
     fedi.web.admin.setup(app)
+    fedi.web.interaction.setup(app)

@@ -149,8 +149,10 @@ def _secure(request: web.Request) -> bool:
 
 
 def _safe_next(value: str | None) -> str:
-    """Only a path under /admin (never another site: no `//`, no backslash)."""
-    if value and value.startswith("/admin") and "//" not in value and "\\" not in value and len(value) < 2000:
+    """Only a path under /admin or the remote-interaction page (never another site: no `//` in the path,
+    no backslash anywhere); the query may hold a URL (`?uri=https://…`)."""
+    if (value and value.startswith(("/admin", "/authorize_interaction")) and "//" not in value.partition("?")[0]
+            and "\\" not in value and len(value) < 2000):
         return value
     return "/admin"
 
