@@ -704,4 +704,16 @@ MIGRATIONS: list[str] = [
     -- The inbox asks every few seconds which hosts are failing; keep that off a full scan.
     CREATE INDEX hosts_troubled ON hosts (host) WHERE failures > 0 OR unavailable_since IS NOT NULL;
     """,
+    # 5: conversation mutes, and the followers who asked to hear of an account's every post.
+    """
+    -- POST /api/v1/statuses/:id/mute: the thread is named by its root's URI (fedi.threads).
+    CREATE TABLE conversation_mutes (
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        conversation_uri TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (account_id, conversation_uri)
+    ) WITHOUT ROWID;
+    -- Follows with notify = 1 are few: finding them for each new post must not walk every follower.
+    CREATE INDEX follows_notify ON follows (target_account_id) WHERE notify = 1;
+    """,
 ]

@@ -15,7 +15,7 @@ from actors.remote import ActorError, fetch_actor, mark_gone
 from fedi.clock import now, parse_iso
 from fedi.context import Context
 from fedi.db import Row, Tx
-from fedi.feeds import fan_out, notify
+from fedi.feeds import backfill, fan_out, notify
 from fedi.http_client import FetchError
 from fedi.jsonutil import dumps_str, loads_strict
 from fedi.moderation.domains import is_silenced, is_suspended
@@ -94,12 +94,7 @@ async def _follow_answered(ctx: Context, activity: dict[str, Any], actor: Row, a
             return "ignored: no such follow"
         if accepted:
             await tx.execute("UPDATE follows SET state = 'accepted' WHERE id = ?", (row["id"],))
-            await tx.execute(
-                "INSERT OR IGNORE INTO home_feed (account_id, status_id) SELECT ?, id FROM statuses"
-                " WHERE account_id = ? AND deleted_at IS NULL AND visibility IN ('public', 'unlisted', 'private')"
-                " ORDER BY id DESC LIMIT 40",
-                (row["account_id"], actor["id"]),
-            )
+            await backfill(tx, row["account_id"], actor["id"])
         else:
             if row["state"] == "accepted" and row["uri"]:
                 await tx.execute(

@@ -15,7 +15,7 @@ from fedi.clock import iso_seconds, now
 from fedi.content import find_hashtags, find_mentions, render_post
 from fedi.context import Context
 from fedi.db import Row, Tx
-from fedi.feeds import fan_out, notify
+from fedi.feeds import backfill, fan_out, notify
 from fedi.jsonutil import dumps_str, loads_strict
 from fedi.moderation.domains import deliverable
 from fedi.statuses import insert_status, record_edit, set_mentions, set_tags, tombstone
@@ -322,42 +322,58 @@ def loads_list(text: str) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-async def follow(ctx: Context, account: Row, target: Row) -> str:
-    """Follow an account; returns "following" or "requested" (locked or remote, until Accept)."""
+@dataclass(frozen=True)
+class FollowOptions:
+    """Mastodon's follow options; None leaves an existing follow's value as it is (a new one takes the default)."""
+
+    reblogs: bool | None = None  # boosts enter the home feed (default True)
+    notify: bool | None = None  # a `status` notification for each new post (default False)
+    languages: tuple[str, ...] | None = None  # only posts in these languages; () = every language (the default)
+
+
+def _languages_json(languages: tuple[str, ...]) -> str | None:
+    return dumps_str(list(languages)) if languages else None
+
+
+async def follow(ctx: Context, account: Row, target: Row, options: FollowOptions = FollowOptions()) -> str:
+    """Follow an account; returns "following" or "requested" (locked or remote, until Accept).
+
+    Following again changes only the options (as Mastodon does): no new Follow is sent.
+    """
     if target["id"] == account["id"]:
         raise ActionError("you can't follow yourself")
     if target["gone_at"] is not None or target["suspended_at"] is not None:
         raise ActionError("that account is gone", 404)
     async with ctx.db.write() as tx:
         existing = await tx.fetchone(
-            "SELECT state FROM follows WHERE account_id = ? AND target_account_id = ?", (account["id"], target["id"])
+            "SELECT id, state FROM follows WHERE account_id = ? AND target_account_id = ?", (account["id"], target["id"])
         )
         if existing:
+            if options != FollowOptions():
+                await tx.execute(
+                    "UPDATE follows SET show_reblogs = coalesce(?, show_reblogs), notify = coalesce(?, notify),"
+                    " languages_json = CASE WHEN ? THEN ? ELSE languages_json END WHERE id = ?",
+                    (None if options.reblogs is None else int(options.reblogs),
+                     None if options.notify is None else int(options.notify),
+                     options.languages is not None, _languages_json(options.languages or ()), existing["id"]),
+                )
             return "following" if existing["state"] == "accepted" else "requested"
         row_id, activity = new_activity(ctx, tx, "Follow", account, target["uri"])
         local_auto = target["domain"] is None and not target["locked"]
         state = "accepted" if local_auto else "pending"
         await tx.execute(
-            "INSERT INTO follows (id, account_id, target_account_id, uri, state, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (tx.new_id(), account["id"], target["id"], activity["id"], state, now()),
+            "INSERT INTO follows (id, account_id, target_account_id, uri, state, created_at, show_reblogs, notify,"
+            " languages_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (tx.new_id(), account["id"], target["id"], activity["id"], state, now(),
+             int(options.reblogs is not False), int(bool(options.notify)), _languages_json(options.languages or ())),
         )
         if target["domain"] is None:
             await notify(tx, target["id"], "follow" if local_auto else "follow_request", account["id"])
             if local_auto:
-                await _backfill_feed(tx, account["id"], target["id"])
+                await backfill(tx, account["id"], target["id"])
         else:
             await publish(ctx, tx, account, activity, {target["inbox_url"]}, object_uri=target["uri"], row_id=row_id)
     return "following" if state == "accepted" else "requested"
-
-
-async def _backfill_feed(tx: Tx, reader_id: int, author_id: int) -> None:
-    """A new follow shows the followed account's recent posts at once, as Mastodon does."""
-    await tx.execute(
-        "INSERT OR IGNORE INTO home_feed (account_id, status_id) SELECT ?, id FROM statuses"
-        " WHERE account_id = ? AND deleted_at IS NULL AND visibility IN ('public', 'unlisted', 'private')"
-        " ORDER BY id DESC LIMIT 40",
-        (reader_id, author_id),
-    )
 
 
 async def unfollow(ctx: Context, account: Row, target: Row) -> None:
@@ -398,7 +414,7 @@ async def answer_follow_request(ctx: Context, account: Row, follower: Row, accep
         if follower["domain"] is not None:
             await send_follow_answer(ctx, tx, account, follower, row["uri"], accept)
         elif accept:
-            await _backfill_feed(tx, follower["id"], account["id"])
+            await backfill(tx, follower["id"], account["id"])
 
 
 async def send_follow_answer(ctx: Context, tx: Tx, account: Row, follower: Row, follow_uri: str, accept: bool) -> None:

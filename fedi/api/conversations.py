@@ -1,9 +1,8 @@
 """Direct-message conversations: GET /api/v1/conversations, mark read, remove.
 
 A conversation is the set of direct statuses the user wrote or was mentioned in
-that share a thread root (`statuses.conversation_uri` when set, otherwise the
-top of the `in_reply_to` chain). One `conversations` row per (account, root)
-is brought up to date lazily, when the list is read: direct statuses stored
+that share a thread root (`fedi.threads.thread_root`). One `conversations` row
+per (account, root) is brought up to date lazily, when the list is read: direct statuses stored
 since the previous pass (by `statuses.created_at`, the time they were stored,
 which local and remote posts alike only ever increase) are folded in. That
 position is kept in `markers` under the internal timeline name
@@ -26,37 +25,11 @@ from fedi.api.params import read_params
 from fedi.api.visibility import parse_id
 from fedi.clock import now
 from fedi.context import CTX, Context
-from fedi.db import Row, Tx
+from fedi.db import Row
 from fedi.errors import HttpError
+from fedi.threads import ROOT_COLUMNS, thread_root
 
 MARKER = "conversations"
-MAX_THREAD_DEPTH = 100
-ROOT_COLUMNS = "id, uri, in_reply_to_id, in_reply_to_uri, conversation_uri"
-
-
-async def _root(tx: Tx, status: Row, memo: dict[int, str]) -> str:
-    """The thread root's URI: walk up known parents (bounded), stopping at the first unknown one."""
-    current, seen = status, []
-    for _ in range(MAX_THREAD_DEPTH):
-        if current["id"] in memo:
-            root = memo[current["id"]]
-            break
-        seen.append(current["id"])
-        if current["conversation_uri"]:
-            root = current["conversation_uri"]
-            break
-        parent = None
-        if current["in_reply_to_id"] is not None:
-            parent = await tx.fetchone(f"SELECT {ROOT_COLUMNS} FROM statuses WHERE id = ?", (current["in_reply_to_id"],))
-        if parent is None:
-            root = current["in_reply_to_uri"] or current["uri"]
-            break
-        current = parent
-    else:
-        root = current["uri"]
-    for status_id in seen:
-        memo[status_id] = root
-    return root
 
 
 async def sync(ctx: Context, account_id: int) -> None:
@@ -79,7 +52,7 @@ async def sync(ctx: Context, account_id: int) -> None:
             return
         memo: dict[int, str] = {}
         for status in rows:
-            root = await _root(tx, status, memo)
+            root = await thread_root(tx, status, memo)
             unread = int(status["account_id"] != account_id)
             await tx.execute(
                 "INSERT INTO conversations (id, account_id, conversation_uri, last_status_id, unread)"

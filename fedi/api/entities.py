@@ -18,6 +18,7 @@ from fedi.context import Context
 from fedi.db import Row
 from fedi.jsonutil import loads_strict
 from fedi.moderation.domains import media_rejected
+from fedi.threads import thread_root
 
 MISSING_AVATAR = "/static/missing.png"
 
@@ -231,7 +232,7 @@ async def statuses(ctx: Context, rows: Sequence[Row], viewer: Row | None) -> lis
     # Every query below depends only on the page, so they are issued together: the reader connection's
     # thread runs them back to back and the page waits for one round of hand-offs, not one per query.
     (author_rows, stat_rows, count_rows, media_rows, mention_rows, tag_rows, poll_rows, app_rows,
-     mine_rows) = await asyncio.gather(
+     mine_rows, muted_rows) = await asyncio.gather(
         ctx.db.fetchall(f"SELECT {ACCOUNT_ENTITY_COLUMNS} FROM accounts WHERE id IN ({aph})", author_ids),
         _account_stats(ctx, author_ids),
         # Counters kept by triggers (migration 4): a primary-key lookup per status, never a count over
@@ -261,6 +262,9 @@ async def statuses(ctx: Context, rows: Sequence[Row], viewer: Row | None) -> lis
             " UNION ALL SELECT 2, b.status_id FROM page CROSS JOIN bookmarks b ON b.account_id = ? AND b.status_id = page.id"
             " UNION ALL SELECT 3, p.status_id FROM page CROSS JOIN status_pins p ON p.account_id = ? AND p.status_id = page.id",
             [*ids, *[viewer["id"]] * 4]) if viewer is not None else _no_rows(),
+        # The threads the viewer muted: usually none, and then no status's thread is looked up.
+        ctx.db.fetchall("SELECT conversation_uri FROM conversation_mutes WHERE account_id = ?", (viewer["id"],))
+        if viewer is not None else _no_rows(),
     )
     authors = await _accounts(ctx, list(author_rows), stat_rows)
     no_media = await media_rejected(ctx, (a["domain"] for a in author_rows))
@@ -278,6 +282,12 @@ async def statuses(ctx: Context, rows: Sequence[Row], viewer: Row | None) -> lis
     kinds = ("fav", "boost", "bookmark", "pin")
     for r in mine_rows:
         mine[kinds[r[0]]].add(r[1])
+    muted_roots = {r[0] for r in muted_rows}
+    if muted_roots:
+        memo: dict[int, str] = {}
+        for r in every:
+            if await thread_root(ctx.db, r, memo) in muted_roots:
+                mine["mute"].add(r["id"])
     own_votes: dict[int, list[int]] = {}
     if viewer is not None and polls:
         poll_ids = [p["id"] for p in polls.values()]
@@ -310,7 +320,7 @@ async def statuses(ctx: Context, rows: Sequence[Row], viewer: Row | None) -> lis
             "favourites_count": c[3] if c is not None else 0,
             "reblogged": r["id"] in mine["boost"],
             "favourited": r["id"] in mine["fav"],
-            "muted": False,
+            "muted": r["id"] in mine["mute"],
             "bookmarked": r["id"] in mine["bookmark"],
             "pinned": r["id"] in mine["pin"],
             "sensitive": bool(r["sensitive"]),

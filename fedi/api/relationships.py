@@ -23,10 +23,12 @@ from fedi.clock import iso, now
 from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
+from fedi.jsonutil import loads_strict
 from outbox import actions, social
 from outbox.actions import ActionError
 
 LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+MAX_LANGUAGES = 100
 
 
 def _ph(values: Sequence[Any]) -> str:
@@ -51,7 +53,8 @@ async def relationships(ctx: Context, viewer: Row, targets: Sequence[Row]) -> li
         sql = f"SELECT account_id, {columns} FROM {table} WHERE target_account_id = ? AND account_id IN ({_ph(ids)})"
         return {r[0]: r for r in await ctx.db.fetchall(sql, [v, *ids])}
 
-    out_follows, in_follows = await outgoing("follows", "state"), await incoming("follows", "state")
+    out_follows = await outgoing("follows", "state, show_reblogs, notify, languages_json")
+    in_follows = await incoming("follows", "state")
     blocking, blocked_by = await outgoing("blocks", "1"), await incoming("blocks", "1")
     mutes = await outgoing("mutes", "notifications, expires_at", " AND (expires_at IS NULL OR expires_at > ?)", now())
     notes = await outgoing("account_notes", "comment")
@@ -62,9 +65,9 @@ async def relationships(ctx: Context, viewer: Row, targets: Sequence[Row]) -> li
         result.append({
             "id": str(t["id"]),
             "following": out is not None and out["state"] == "accepted",
-            "showing_reblogs": out is not None,
-            "notifying": False,
-            "languages": None,
+            "showing_reblogs": out is not None and bool(out["show_reblogs"]),
+            "notifying": out is not None and bool(out["notify"]),
+            "languages": loads_strict(out["languages_json"]) if out is not None and out["languages_json"] else None,
             "followed_by": back is not None and back["state"] == "accepted",
             "blocking": t["id"] in blocking,
             "blocked_by": t["id"] in blocked_by,
@@ -132,13 +135,25 @@ def _verb(scope: str, action: Verb) -> Callable[[web.Request], Awaitable[web.Res
     return handler
 
 
+def _follow_options(params: Params) -> actions.FollowOptions:
+    """reblogs, notify and languages[] as given; an absent one stays as it was (a new follow takes the default)."""
+    def flag(name: str) -> bool | None:
+        return None if params.get(name) is None else params.bool(name)
+
+    languages: tuple[str, ...] | None = None
+    if params.get("languages") is not None or params.get("languages[]") is not None:
+        given = params.list("languages")
+        if not all(isinstance(lang, str) and (lang == "" or LANGUAGE.match(lang)) for lang in given):
+            raise HttpError(422, "Validation failed: languages must be ISO 639-1 codes")
+        languages = tuple(dict.fromkeys(lang for lang in given if lang))  # blanks dropped: [""] means every language
+        if len(languages) > MAX_LANGUAGES:
+            raise HttpError(422, f"Validation failed: at most {MAX_LANGUAGES} languages")
+    return actions.FollowOptions(reblogs=flag("reblogs"), notify=flag("notify"), languages=languages)
+
+
 async def _follow(ctx: Context, me: Row, target: Row, params: Params) -> None:
-    """POST /api/v1/accounts/{id}/follow (reblogs, notify, languages[] are checked, not yet stored)."""
-    params.bool("reblogs", True)
-    params.bool("notify")
-    languages = params.list("languages")
-    if not all(isinstance(lang, str) and LANGUAGE.match(lang) for lang in languages):
-        raise HttpError(422, "Validation failed: languages must be ISO 639-1 codes")
+    """POST /api/v1/accounts/{id}/follow (reblogs, notify, languages[]; again on a follow: changes them)"""
+    options = _follow_options(params)
     refused = await ctx.db.fetchone(
         "SELECT 1 FROM blocks WHERE (account_id = ? AND target_account_id = ?) OR (account_id = ? AND target_account_id = ?)"
         " UNION ALL SELECT 1 FROM user_domain_blocks WHERE account_id = ? AND domain = lower(?)",
@@ -146,7 +161,7 @@ async def _follow(ctx: Context, me: Row, target: Row, params: Params) -> None:
     )
     if refused:
         raise HttpError(403, "This action is not allowed")
-    await actions.follow(ctx, me, target)
+    await actions.follow(ctx, me, target, options)
 
 
 async def _unfollow(ctx: Context, me: Row, target: Row, params: Params) -> None:

@@ -1,5 +1,6 @@
-"""What clients do with an existing status: favourite, boost, bookmark, pin and their undos; who favourited
-or boosted it; its thread, edit history and source; several statuses at once; the bookmarks and favourites lists.
+"""What clients do with an existing status: favourite, boost, bookmark, pin, mute its thread and their undos;
+who favourited or boosted it; its thread, edit history and source; several statuses at once; the bookmarks and
+favourites lists.
 
 Every id goes through `visible_status`, so a status the caller can't see is a
 404 whatever the verb (THREATS O5). Federation happens in outbox.actions.
@@ -22,6 +23,7 @@ from fedi.clock import iso, now
 from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
+from fedi.threads import thread_root
 from outbox import actions
 from outbox.actions import ActionError
 
@@ -119,6 +121,22 @@ async def _pin(ctx: Context, me: Row, status: Row) -> None:
 async def _unpin(ctx: Context, me: Row, status: Row) -> None:
     async with ctx.db.write() as tx:
         await tx.execute("DELETE FROM status_pins WHERE account_id = ? AND status_id = ?", (me["id"], status["id"]))
+
+
+async def _mute(ctx: Context, me: Row, status: Row) -> None:
+    """Mute the status's whole thread (its root, `fedi.threads`): no more notifications from it."""
+    root = await thread_root(ctx.db, status)
+    async with ctx.db.write() as tx:
+        await tx.execute(
+            "INSERT OR IGNORE INTO conversation_mutes (account_id, conversation_uri, created_at) VALUES (?, ?, ?)",
+            (me["id"], root, now()),
+        )
+
+
+async def _unmute(ctx: Context, me: Row, status: Row) -> None:
+    root = await thread_root(ctx.db, status)
+    async with ctx.db.write() as tx:
+        await tx.execute("DELETE FROM conversation_mutes WHERE account_id = ? AND conversation_uri = ?", (me["id"], root))
 
 
 async def _accounts_page(request: web.Request, sql: str, args: list[Any]) -> web.Response:
@@ -272,6 +290,7 @@ def setup(app: web.Application) -> None:
         ("reblog", "write:statuses", _reblog), ("unreblog", "write:statuses", _unreblog),
         ("bookmark", "write:bookmarks", _bookmark), ("unbookmark", "write:bookmarks", _unbookmark),
         ("pin", "write:accounts", _pin), ("unpin", "write:accounts", _unpin),
+        ("mute", "write:mutes", _mute), ("unmute", "write:mutes", _unmute),
     ):
         r.add_post(f"{one}/{name}", _verb(scope, do))
     r.add_get(f"{one}/favourited_by", favourited_by)
