@@ -119,8 +119,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is not an asyncio.Transport subclass)
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():

@@ -46,7 +46,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 log = logging.getLogger("fedi.delivery")
@@ -407,14 +407,25 @@ def main() -> int:
         return 0
     profile = os.environ.get(PROFILE_ENV)
     if not profile:
-        return asyncio.run(run_child(spec, leftover))
+        return _run(run_child(spec, leftover))
     import cProfile
 
     profiler = cProfile.Profile()
     try:
-        return profiler.runcall(asyncio.run, run_child(spec, leftover))
+        return profiler.runcall(_run, run_child(spec, leftover))
     finally:
         profiler.dump_stats(f"{profile}.{spec['index']}.prof")
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed (not on Windows): connecting, sending and reading a
+    delivery costs ~40 % less CPU there than on asyncio's own loop (bench/README.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 if __name__ == "__main__":
