@@ -151,7 +151,7 @@ def _follow_options(params: Params) -> actions.FollowOptions:
     return actions.FollowOptions(reblogs=flag("reblogs"), notify=flag("notify"), languages=languages)
 
 
-async def _follow(ctx: Context, me: Row, target: Row, params: Params) -> None:
+async def follow_with_options(ctx: Context, me: Row, target: Row, params: Params) -> None:
     """POST /api/v1/accounts/{id}/follow (reblogs, notify, languages[]; again on a follow: changes them)"""
     options = _follow_options(params)
     refused = await ctx.db.fetchone(
@@ -231,7 +231,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/accounts/relationships", show)
     r.add_get("/api/v1/accounts/familiar_followers", familiar_followers)
     for verb, scope, action in (
-        ("follow", "write:follows", _follow), ("unfollow", "write:follows", _unfollow),
+        ("follow", "write:follows", follow_with_options), ("unfollow", "write:follows", _unfollow),
         ("remove_from_followers", "write:follows", _remove_from_followers),
         ("block", "write:blocks", _block), ("unblock", "write:blocks", _unblock),
         ("mute", "write:mutes", _mute), ("unmute", "write:mutes", _unmute),

@@ -36,7 +36,7 @@ TYPES = ("accounts", "statuses", "hashtags")
 #: Status search scans at most this many of the newest statuses (no full-text index).
 STATUS_WINDOW = 20_000
 MAX_OFFSET = 10_000
-_HANDLE = re.compile(r"^@?([A-Za-z0-9_.-]+)@([A-Za-z0-9.:-]+)$")
+HANDLE = re.compile(r"^@?([A-Za-z0-9_.-]+)@([A-Za-z0-9.:-]+)$")
 
 
 def _like(text: str) -> str:
@@ -51,7 +51,7 @@ async def _accounts(ctx: Context, q: str, viewer: Row | None, following: bool, l
     """Accounts whose username, display name (or a word of it) or user@domain starts with `q`."""
     where = ["a.suspended_at IS NULL", "a.gone_at IS NULL", "a.id != ?"]
     args: list[Any] = [ctx.instance_actor_id]
-    handle = _HANDLE.match(q)
+    handle = HANDLE.match(q)
     if handle:
         user, domain = handle.groups()
         where.append("a.username LIKE ? ESCAPE '\\'")
@@ -196,9 +196,9 @@ async def _resolve_url(ctx: Context, url: str) -> tuple[Row | None, Row | None]:
     return None, None
 
 
-async def _lookup(ctx: Context, q: str, resolve: bool) -> tuple[Row | None, Row | None] | None:
+async def lookup_address(ctx: Context, q: str, resolve: bool) -> tuple[Row | None, Row | None] | None:
     """For a handle or URL query: (account, status) found (remotely if `resolve`); None for other queries."""
-    handle = _HANDLE.match(q)
+    handle = HANDLE.match(q)
     if handle:
         user, domain = handle.groups()
         if domain.lower() == ctx.domain.lower() or not resolve:
@@ -236,7 +236,7 @@ async def search(request: web.Request) -> web.Response:
     limit = params.int("limit", 20, low=1, high=40) or 20
     body: dict[str, list[Any]] = {"accounts": [], "statuses": [], "hashtags": []}
 
-    found = await _lookup(ctx, q, resolve)
+    found = await lookup_address(ctx, q, resolve)
     if found is not None:
         account, status = found
         if account is not None and kind in (None, "accounts") and account["suspended_at"] is None:

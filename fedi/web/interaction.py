@@ -24,8 +24,8 @@ from actors.remote import ActorError
 from actors.webfinger import BadHandle, BadResource, lookup, subscribe_template
 from fedi.api.params import Params
 from fedi.api.ratelimit import RATE_LIMITER
-from fedi.api.relationships import _follow
-from fedi.api.search import _HANDLE, _lookup
+from fedi.api.relationships import follow_with_options
+from fedi.api.search import HANDLE, lookup_address
 from fedi.api.visibility import can_see
 from fedi.clock import now
 from fedi.context import CTX, Context
@@ -72,7 +72,7 @@ async def _resolve(request: web.Request, uri: str) -> tuple[Row | None, Row | No
     """(account, status) named by `uri`: an acct: handle or an http(s) URL; a 400 page for anything else."""
     ctx = request.app[CTX]
     query = uri[5:] if uri[:5].lower() == "acct:" else uri
-    handle = _HANDLE.match(query)
+    handle = HANDLE.match(query)
     if handle is None and not is_valid_url(query):
         raise _stop_page(request, 400, "Not an address", "This is neither a user@domain handle nor an http(s) URL.")
     if handle is not None and handle.group(2).lower() == ctx.domain.lower():
@@ -80,7 +80,7 @@ async def _resolve(request: web.Request, uri: str) -> tuple[Row | None, Row | No
             return await lookup(ctx, "acct:" + query.lstrip("@")), None
         except BadResource:
             return None, None
-    return await _lookup(ctx, query, True) or (None, None)
+    return await lookup_address(ctx, query, True) or (None, None)
 
 
 async def _follow_state(ctx: Context, me: Row, target: Row) -> str | None:
@@ -134,7 +134,7 @@ async def follow(request: web.Request) -> web.StreamResponse:
         raise _stop_page(request, 404, "Not found", "There is no such account (any more).")
     try:  # a form sent again leaves an existing follow (and the options set for it elsewhere) alone
         if await _follow_state(ctx, session.account, target) in (None, "self"):
-            await _follow(ctx, session.account, target, Params())
+            await follow_with_options(ctx, session.account, target, Params())
     except ActionError as exc:
         raise _stop_page(request, exc.status, "Not followed", str(exc)) from None
     except HttpError as exc:
