@@ -3,7 +3,8 @@
 Workers are started and stopped from the app's lifecycle and expose
 `run_once()` so tests can step them without sleeping. A pass that did work is
 followed at once by another; an idle one waits for the wake-up event (when the
-worker has one) or the polling interval, whichever comes first.
+worker has one) or the polling interval, whichever comes first. The event is
+cleared before each pass, so work queued during a pass is not left waiting.
 """
 
 from __future__ import annotations

@@ -12,17 +12,11 @@ import logging
 import os
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
+from fedi.cli_base import CliError, in_context
 from fedi.config import Config, ConfigError, load_config, resolve_path
-
-Command = Callable[[Config, argparse.Namespace], Awaitable[int]]
-
-
-class CliError(Exception):
-    """A failure to report as one line and exit 1."""
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -136,16 +130,6 @@ async def cmd_account_suspend(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_context(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
-    from fedi.app import close_context, open_context
-
-    ctx = await open_context(config)
-    try:
-        return await work(ctx)
-    finally:
-        await close_context(ctx)
-
-
 async def _local_account(ctx: Any, name: str) -> Any:
     from actors.local import get_local_account
 
@@ -155,40 +139,36 @@ async def _local_account(ctx: Any, name: str) -> Any:
     return row
 
 
-async def cmd_post(config: Config, args: argparse.Namespace) -> int:
+@in_context()
+async def cmd_post(ctx: Any, args: argparse.Namespace) -> int:
     from outbox.actions import ActionError, PostRequest, create_status
 
-    async def work(ctx: Any) -> int:
-        account = await _local_account(ctx, args.name)
-        try:
-            status = await create_status(
-                ctx, account, PostRequest(text=args.text, visibility=args.visibility, spoiler_text=args.cw or "")
-            )
-        except ActionError as exc:
-            raise CliError(str(exc)) from None
-        print(status["uri"])
-        return 0
-
-    return await _with_context(config, work)
+    account = await _local_account(ctx, args.name)
+    try:
+        status = await create_status(
+            ctx, account, PostRequest(text=args.text, visibility=args.visibility, spoiler_text=args.cw or "")
+        )
+    except ActionError as exc:
+        raise CliError(str(exc)) from None
+    print(status["uri"])
+    return 0
 
 
-async def cmd_follow(config: Config, args: argparse.Namespace) -> int:
+@in_context()
+async def cmd_follow(ctx: Any, args: argparse.Namespace) -> int:
     from actors.remote import ActorError, get_actor
     from actors.webfinger import resolve_handle
     from outbox.actions import ActionError, follow
 
-    async def work(ctx: Any) -> int:
-        account = await _local_account(ctx, args.name)
-        try:
-            uri = await resolve_handle(ctx, args.handle)
-            target = await get_actor(ctx, uri)
-            state = await follow(ctx, account, target)
-        except (ActorError, ActionError) as exc:
-            raise CliError(str(exc)) from None
-        print(f"{args.name} -> {target['uri']}: {state}")
-        return 0
-
-    return await _with_context(config, work)
+    account = await _local_account(ctx, args.name)
+    try:
+        uri = await resolve_handle(ctx, args.handle)
+        target = await get_actor(ctx, uri)
+        state = await follow(ctx, account, target)
+    except (ActorError, ActionError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"{args.name} -> {target['uri']}: {state}")
+    return 0
 
 
 async def cmd_queue(config: Config, args: argparse.Namespace) -> int:

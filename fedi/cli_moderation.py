@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fedi.config import Config
+from fedi.cli_base import in_context
 from fedi.moderation.blocks import (
     BlockSpec, RuleError, add_allow, block_id_for, check_domain, create_block, remove_allow, remove_block, set_setting,
     update_block,
@@ -23,134 +22,108 @@ from fedi.moderation.domains import FETCH_MODES, MODES, SEVERITIES, current
 
 VIA = {"via": "cli"}
 
-
-async def _run(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
-    """Open the instance (database and outbound client: changes may send Undo/Reject/Follow) and run `work`."""
-    from fedi.app import close_context, open_context
-
-    ctx = await open_context(config)
-    try:
-        return await work(ctx)
-    except (RuleError, ListError) as exc:
-        print(f"fedi: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await close_context(ctx)
+_command = in_context(RuleError, ListError)
 
 
 def _flags(row: Any) -> str:
     return ",".join(n for n in ("reject_media", "reject_reports", "obfuscate") if row[n]) or "-"
 
 
-async def cmd_block_add(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        if args.severity is not None and args.severity not in SEVERITIES:
-            raise RuleError(f"severity must be one of {', '.join(SEVERITIES)}")
-        given = {k: v for k, v in (
-            ("severity", args.severity), ("reject_media", args.reject_media), ("reject_reports", args.reject_reports),
-            ("public_comment", args.public_comment), ("private_comment", args.private_comment),
-            ("obfuscate", args.obfuscate)) if v is not None}
+@_command
+async def cmd_block_add(ctx: Any, args: argparse.Namespace) -> int:
+    if args.severity is not None and args.severity not in SEVERITIES:
+        raise RuleError(f"severity must be one of {', '.join(SEVERITIES)}")
+    given = {k: v for k, v in (
+        ("severity", args.severity), ("reject_media", args.reject_media), ("reject_reports", args.reject_reports),
+        ("public_comment", args.public_comment), ("private_comment", args.private_comment),
+        ("obfuscate", args.obfuscate)) if v is not None}
+    domain = check_domain(ctx, args.domain)
+    block_id = await ctx.db.fetchval("SELECT id FROM domain_blocks WHERE domain = ?", (domain,))
+    if block_id is None:
+        row = await create_block(ctx, None, BlockSpec(domain=domain, **{"severity": "suspend", **given}), detail=VIA)
+        verb = "blocked"
+    else:
+        row = await update_block(ctx, None, block_id, given, detail=VIA)
+        verb = "updated block on"
+    print(f"{verb} {row['domain']}: {row['severity']} ({_flags(row)})")
+    return 0
+
+
+@_command
+async def cmd_block_remove(ctx: Any, args: argparse.Namespace) -> int:
+    row = await remove_block(ctx, None, await block_id_for(ctx, args.domain), detail=VIA)
+    restored = await ctx.db.fetchval(
+        "SELECT count(*) FROM severed_follows WHERE domain = ? AND restored_at IS NOT NULL", (row["domain"],)
+    )
+    print(f"lifted the block on {row['domain']} ({restored} severed follows restored in all)")
+    return 0
+
+
+@_command
+async def cmd_block_list(ctx: Any, args: argparse.Namespace) -> int:
+    rows = await ctx.db.fetchall("SELECT * FROM domain_blocks ORDER BY domain")
+    for r in rows:
+        print(f"{r['domain']}\t{r['severity']}\t{_flags(r)}\t{r['public_comment'] or ''}")
+    if not rows:
+        print("(no domain blocks)")
+    return 0
+
+
+@_command
+async def cmd_block_import(ctx: Any, args: argparse.Namespace) -> int:
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ListError(f"{args.file}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        parsed = parse_list(text, args.format)
+    except ListError as exc:
+        raise ListError(f"{args.file}: {exc}") from None
+    planned = await preview(ctx, parsed) if args.preview else await apply_list(ctx, None, parsed, Path(args.file).name)
+    for p in planned:
+        if p.change != "unchanged":
+            extra = f" ({p.reason})" if p.reason else (f" — cuts {p.severs} local follows" if p.severs else "")
+            severity = f" {p.values['severity']}" if p.values else ""
+            print(f"line {p.line}: {p.change} {p.domain}{severity}{extra}")
+    counts = summary(planned)
+    head = "would" if args.preview else "did"
+    print(f"{head}: {counts['add']} add, {counts['update']} update, {counts['unchanged']} unchanged, "
+          f"{counts['skip']} skip; {counts['severs']} local follows cut")
+    return 0
+
+
+@_command
+async def cmd_block_export(ctx: Any, args: argparse.Namespace) -> int:
+    rows = await ctx.db.fetchall("SELECT * FROM domain_blocks ORDER BY domain")
+    sys.stdout.write(export_json(rows) if args.format == "json" else export_csv(rows))
+    return 0
+
+
+@_command
+async def cmd_setting(ctx: Any, args: argparse.Namespace) -> int:
+    if args.value is not None:
+        await set_setting(ctx, None, args.setting, args.value)
+    rules = await current(ctx)
+    print(f"{args.setting}: {rules.mode if args.setting == 'federation_mode' else rules.authorized_fetch}")
+    return 0
+
+
+@_command
+async def cmd_allow(ctx: Any, args: argparse.Namespace) -> int:
+    if args.action == "add":
+        row = await add_allow(ctx, None, args.domain)
+        print(f"allowed {row['domain']}")
+    elif args.action == "remove":
         domain = check_domain(ctx, args.domain)
-        block_id = await ctx.db.fetchval("SELECT id FROM domain_blocks WHERE domain = ?", (domain,))
-        if block_id is None:
-            row = await create_block(ctx, None, BlockSpec(domain=domain, **{"severity": "suspend", **given}), detail=VIA)
-            verb = "blocked"
-        else:
-            row = await update_block(ctx, None, block_id, given, detail=VIA)
-            verb = "updated block on"
-        print(f"{verb} {row['domain']}: {row['severity']} ({_flags(row)})")
-        return 0
-
-    return await _run(config, work)
-
-
-async def cmd_block_remove(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        row = await remove_block(ctx, None, await block_id_for(ctx, args.domain), detail=VIA)
-        restored = await ctx.db.fetchval(
-            "SELECT count(*) FROM severed_follows WHERE domain = ? AND restored_at IS NOT NULL", (row["domain"],)
-        )
-        print(f"lifted the block on {row['domain']} ({restored} severed follows restored in all)")
-        return 0
-
-    return await _run(config, work)
-
-
-async def cmd_block_list(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        rows = await ctx.db.fetchall("SELECT * FROM domain_blocks ORDER BY domain")
-        for r in rows:
-            print(f"{r['domain']}\t{r['severity']}\t{_flags(r)}\t{r['public_comment'] or ''}")
-        if not rows:
-            print("(no domain blocks)")
-        return 0
-
-    return await _run(config, work)
-
-
-async def cmd_block_import(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        try:
-            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ListError(f"{args.file}: {getattr(exc, 'strerror', None) or exc}") from None
-        try:
-            parsed = parse_list(text, args.format)
-        except ListError as exc:
-            raise ListError(f"{args.file}: {exc}") from None
-        planned = await preview(ctx, parsed) if args.preview else await apply_list(ctx, None, parsed, Path(args.file).name)
-        for p in planned:
-            if p.change != "unchanged":
-                extra = f" ({p.reason})" if p.reason else (f" — cuts {p.severs} local follows" if p.severs else "")
-                severity = f" {p.values['severity']}" if p.values else ""
-                print(f"line {p.line}: {p.change} {p.domain}{severity}{extra}")
-        counts = summary(planned)
-        head = "would" if args.preview else "did"
-        print(f"{head}: {counts['add']} add, {counts['update']} update, {counts['unchanged']} unchanged, "
-              f"{counts['skip']} skip; {counts['severs']} local follows cut")
-        return 0
-
-    return await _run(config, work)
-
-
-async def cmd_block_export(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        rows = await ctx.db.fetchall("SELECT * FROM domain_blocks ORDER BY domain")
-        sys.stdout.write(export_json(rows) if args.format == "json" else export_csv(rows))
-        return 0
-
-    return await _run(config, work)
-
-
-async def cmd_setting(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        if args.value is not None:
-            await set_setting(ctx, None, args.setting, args.value)
-        rules = await current(ctx)
-        print(f"{args.setting}: {rules.mode if args.setting == 'federation_mode' else rules.authorized_fetch}")
-        return 0
-
-    return await _run(config, work)
-
-
-async def cmd_allow(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        if args.action == "add":
-            row = await add_allow(ctx, None, args.domain)
-            print(f"allowed {row['domain']}")
-        elif args.action == "remove":
-            domain = check_domain(ctx, args.domain)
-            allow_id = await ctx.db.fetchval("SELECT id FROM domain_allows WHERE domain = ?", (domain,))
-            if allow_id is None:
-                raise RuleError(f"{domain} is not allowed")
-            await remove_allow(ctx, None, allow_id)
-            print(f"no longer allowed: {domain}")
-        else:
-            rows = await ctx.db.fetchall("SELECT domain FROM domain_allows ORDER BY domain")
-            print("\n".join(r["domain"] for r in rows) or "(no allowed domains)")
-        return 0
-
-    return await _run(config, work)
+        allow_id = await ctx.db.fetchval("SELECT id FROM domain_allows WHERE domain = ?", (domain,))
+        if allow_id is None:
+            raise RuleError(f"{domain} is not allowed")
+        await remove_allow(ctx, None, allow_id)
+        print(f"no longer allowed: {domain}")
+    else:
+        rows = await ctx.db.fetchall("SELECT domain FROM domain_allows ORDER BY domain")
+        print("\n".join(r["domain"] for r in rows) or "(no allowed domains)")
+    return 0
 
 
 def register(sub: Any) -> None:

@@ -8,11 +8,10 @@ one line on stderr and exit status 1.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from fedi.config import Config
+from fedi.cli_base import CliError, in_context
 from fedi.moderation.blocklist_drafts import apply_draft, dismiss_draft
 from fedi.moderation.blocklist_merge import Change
 from fedi.moderation.blocks import RuleError
@@ -21,30 +20,21 @@ from fedi.moderation.subscriptions import (
     FORMATS, MODES, RETRACTIONS, SourceSpec, SubscriptionError, SyncResult, add_exclude, subscribe, sync, unsubscribe,
 )
 
-Work = Callable[[Any], Awaitable[int]]
-
-
-async def _run(config: Config, work: Work) -> int:
-    """Open the instance (applying a block may send Undo/Reject) and run `work`; errors are one line."""
-    from fedi.app import close_context, open_context
-
-    ctx = await open_context(config)
-    try:
-        return await work(ctx)
-    except (SubscriptionError, RuleError) as exc:
-        print(f"fedi: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await close_context(ctx)
-
-
-def _fail(message: str) -> int:
-    print(f"fedi: {message}", file=sys.stderr)
-    return 1
+_command = in_context(SubscriptionError, RuleError)
+T = TypeVar("T")
 
 
 def _id(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) < 20 else None
+
+
+async def _by_id(ctx: Any, action: Callable[[Any, None, int], Awaitable[T | None]], text: str, missing: str) -> T:
+    """`action(ctx, None, id)` for the id typed; `missing` when that is no id or `action` finds nothing."""
+    found = _id(text)
+    result = await action(ctx, None, found) if found is not None else None
+    if result is None:
+        raise CliError(missing)
+    return result
 
 
 def _change(c: Change) -> str:
@@ -65,116 +55,94 @@ def _print_sync(result: SyncResult) -> None:
         print(f"not applied: {c.domain}: {reason}")
 
 
-async def cmd_subscribe(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        spec = SourceSpec(args.url, args.priority, args.max_severity, args.mode, args.retractions, args.format)
-        row = await subscribe(ctx, None, spec)
-        print(f"subscribed {row['url']} as source {row['id']} ({row['mode']} mode); run `fedi blocklist sync` to fetch it")
-        return 0
-
-    return await _run(config, work)
+@_command
+async def cmd_subscribe(ctx: Any, args: argparse.Namespace) -> int:
+    spec = SourceSpec(args.url, args.priority, args.max_severity, args.mode, args.retractions, args.format)
+    row = await subscribe(ctx, None, spec)
+    print(f"subscribed {row['url']} as source {row['id']} ({row['mode']} mode); run `fedi blocklist sync` to fetch it")
+    return 0
 
 
-async def cmd_unsubscribe(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        source_id = _id(args.id)
-        outcome = await unsubscribe(ctx, None, source_id) if source_id is not None else None
-        if outcome is None:
-            return _fail(f"no subscription {args.id}")
-        print(f"unsubscribed; {len(outcome.applied)} blocks lifted, {len(outcome.drafted)} drafts")
-        return 0
-
-    return await _run(config, work)
+@_command
+async def cmd_unsubscribe(ctx: Any, args: argparse.Namespace) -> int:
+    outcome = await _by_id(ctx, unsubscribe, args.id, f"no subscription {args.id}")
+    print(f"unsubscribed; {len(outcome.applied)} blocks lifted, {len(outcome.drafted)} drafts")
+    return 0
 
 
-async def cmd_list(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        rows = await ctx.db.fetchall(
-            "SELECT s.*, (SELECT count(*) FROM blocklist_entries e WHERE e.source_id = s.id) AS n"
-            " FROM blocklist_sources s ORDER BY s.priority DESC, s.id")
-        if not rows:
-            print("no subscriptions")
-        for r in rows:
-            state = "enabled" if r["enabled"] else "disabled"
-            error = f"\tlast error: {r['last_error']}" if r["last_error"] else ""
-            print(f"{r['id']}\t{r['url']}\tpriority {r['priority']}\tmax {r['max_severity']}\t{r['mode']}"
-                  f"\tretractions {r['retractions']}\t{state}\t{r['n']} entries{error}")
-        excludes = [r[0] for r in await ctx.db.fetchall("SELECT domain FROM blocklist_excludes ORDER BY domain")]
-        if excludes:
-            print("excluded: " + ", ".join(excludes))
-        return 0
-
-    return await _run(config, work)
+@_command
+async def cmd_list(ctx: Any, args: argparse.Namespace) -> int:
+    rows = await ctx.db.fetchall(
+        "SELECT s.*, (SELECT count(*) FROM blocklist_entries e WHERE e.source_id = s.id) AS n"
+        " FROM blocklist_sources s ORDER BY s.priority DESC, s.id")
+    if not rows:
+        print("no subscriptions")
+    for r in rows:
+        state = "enabled" if r["enabled"] else "disabled"
+        error = f"\tlast error: {r['last_error']}" if r["last_error"] else ""
+        print(f"{r['id']}\t{r['url']}\tpriority {r['priority']}\tmax {r['max_severity']}\t{r['mode']}"
+              f"\tretractions {r['retractions']}\t{state}\t{r['n']} entries{error}")
+    excludes = [r[0] for r in await ctx.db.fetchall("SELECT domain FROM blocklist_excludes ORDER BY domain")]
+    if excludes:
+        print("excluded: " + ", ".join(excludes))
+    return 0
 
 
-async def cmd_sync(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        result = await sync(ctx, force=True)
-        if not result.fetched:
-            print("no enabled subscriptions")
-        _print_sync(result)
-        return 0
-
-    return await _run(config, work)
+@_command
+async def cmd_sync(ctx: Any, args: argparse.Namespace) -> int:
+    result = await sync(ctx, force=True)
+    if not result.fetched:
+        print("no enabled subscriptions")
+    _print_sync(result)
+    return 0
 
 
-async def cmd_drafts(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        rows = await ctx.db.fetchall("SELECT * FROM blocklist_drafts WHERE state = 'pending' ORDER BY id")
-        if not rows:
-            print("no pending drafts")
-        for r in rows:
-            what = "lift" if r["change"] == "remove" else f"{r['change']} {r['severity']}"
-            print(f"{r['id']}\t{r['domain']}\t{what}")
-        return 0
-
-    return await _run(config, work)
+@_command
+async def cmd_drafts(ctx: Any, args: argparse.Namespace) -> int:
+    rows = await ctx.db.fetchall("SELECT * FROM blocklist_drafts WHERE state = 'pending' ORDER BY id")
+    if not rows:
+        print("no pending drafts")
+    for r in rows:
+        what = "lift" if r["change"] == "remove" else f"{r['change']} {r['severity']}"
+        print(f"{r['id']}\t{r['domain']}\t{what}")
+    return 0
 
 
-async def cmd_apply_draft(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        if args.all == (args.id is not None):
-            return _fail("give a draft id or --all")
-        pending = [r[0] for r in await ctx.db.fetchall(
-            "SELECT id FROM blocklist_drafts WHERE state = 'pending' ORDER BY id")]
-        ids = pending if args.all else [i for i in pending if i == _id(args.id)]
-        if not args.all and not ids:
-            return _fail(f"no pending draft {args.id}")
-        failed = 0
-        for draft_id in ids:
-            try:
-                row = await apply_draft(ctx, None, draft_id, via="cli")
-            except RuleError as exc:
-                print(f"draft {draft_id} not applied: {exc.message}")
-                failed += 1
-                continue
-            if row is not None:
-                print(f"applied draft {draft_id}: {row['domain']}")
-        print(f"{len(ids) - failed} applied, {failed} not applied")
-        return 1 if failed else 0
-
-    return await _run(config, work)
+@_command
+async def cmd_apply_draft(ctx: Any, args: argparse.Namespace) -> int:
+    if args.all == (args.id is not None):
+        raise CliError("give a draft id or --all")
+    pending = [r[0] for r in await ctx.db.fetchall(
+        "SELECT id FROM blocklist_drafts WHERE state = 'pending' ORDER BY id")]
+    ids = pending if args.all else [i for i in pending if i == _id(args.id)]
+    if not args.all and not ids:
+        raise CliError(f"no pending draft {args.id}")
+    failed = 0
+    for draft_id in ids:
+        try:
+            row = await apply_draft(ctx, None, draft_id, via="cli")
+        except RuleError as exc:
+            print(f"draft {draft_id} not applied: {exc.message}")
+            failed += 1
+            continue
+        if row is not None:
+            print(f"applied draft {draft_id}: {row['domain']}")
+    print(f"{len(ids) - failed} applied, {failed} not applied")
+    return 1 if failed else 0
 
 
-async def cmd_dismiss_draft(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        draft_id = _id(args.id)
-        row = await dismiss_draft(ctx, None, draft_id) if draft_id is not None else None
-        if row is None:
-            return _fail(f"no pending draft {args.id}")
-        print(f"dismissed draft {draft_id}: {row['domain']}")
-        return 0
-
-    return await _run(config, work)
+@_command
+async def cmd_dismiss_draft(ctx: Any, args: argparse.Namespace) -> int:
+    row = await _by_id(ctx, dismiss_draft, args.id, f"no pending draft {args.id}")
+    print(f"dismissed draft {row['id']}: {row['domain']}")
+    return 0
 
 
-async def cmd_exclude(config: Config, args: argparse.Namespace) -> int:
-    async def work(ctx: Any) -> int:
-        domain = await add_exclude(ctx, None, args.domain)
-        print(f"lists will not block {domain} (or its subdomains)")
-        return 0
-
-    return await _run(config, work)
+@_command
+async def cmd_exclude(ctx: Any, args: argparse.Namespace) -> int:
+    domain = await add_exclude(ctx, None, args.domain)
+    print(f"lists will not block {domain} (or its subdomains)")
+    return 0
 
 
 def _priority(text: str) -> int:

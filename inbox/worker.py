@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.remote import ActorError, get_actor
+from fedi.background import BackgroundLoop
 from fedi.context import Context
 from fedi.jsonutil import loads_strict
 from fedi.moderation.domains import is_suspended
@@ -26,39 +27,21 @@ BATCH = 100
 MAX_ATTEMPTS = 5
 
 
-class InboxWorker:
+class InboxWorker(BackgroundLoop):
+    """Runs from the app's lifecycle; woken by `ctx.inbox_wakeup` after a commit that stored an activity."""
+
+    name = "fedi-inbox-worker"
+
     def __init__(self, ctx: Context) -> None:
+        super().__init__()
         self.ctx = ctx
         self.clock: Callable[[], float] = time.time
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="fedi-inbox-worker")
+    def wakeup(self) -> asyncio.Event:
+        return self.ctx.inbox_wakeup
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                worked = await self.run_once()
-            except Exception:
-                log.exception("inbox worker pass failed")
-                worked = 0
-            if worked:
-                await asyncio.sleep(0)  # let requests in between batches (same event loop)
-            else:
-                self.ctx.inbox_wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.ctx.inbox_wakeup.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    pass
+    def busy(self, result: int | None) -> bool:
+        return bool(result)  # another batch at once, letting requests in between (same event loop)
 
     async def _lease(self) -> list[tuple[int, str, str, int]]:
         at = self.clock()

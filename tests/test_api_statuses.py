@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from actors.local import get_local_account
 from actors.remote import get_actor
@@ -11,21 +10,9 @@ from actors.webfinger import resolve_handle
 from fedi.api.scheduled import ScheduledPublisher
 from fedi.clock import iso
 from outbox import actions
-from tests.api_client import bearer, user_token
+from tests.api_calls import call, count, post
+from tests.api_client import user_token
 from tests.harness import Instance, Network
-
-
-async def call(inst: Instance, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any, Any]:
-    assert inst.session is not None
-    headers = bearer(token) if token else {}
-    async with inst.session.request(method, inst.url(path), headers=headers, **kw) as resp:
-        return resp.status, await resp.json(), resp.headers
-
-
-async def post(inst: Instance, token: str, text: str, **fields: Any) -> dict[str, Any]:
-    status, body, _ = await call(inst, "POST", "/api/v1/statuses", token, data={"status": text, **fields})
-    assert status == 200, body
-    return body
 
 
 async def follow(inst: Instance, name: str, target: Instance, target_name: str) -> None:
@@ -33,10 +20,6 @@ async def follow(inst: Instance, name: str, target: Instance, target_name: str) 
     me = await get_local_account(inst.ctx.db, name)
     uri = await resolve_handle(inst.ctx, f"@{target_name}@{target.config.instance.domain}")
     await actions.follow(inst.ctx, me, await get_actor(inst.ctx, uri))
-
-
-async def count(inst: Instance, sql: str, *args: Any) -> int:
-    return int(await inst.ctx.db.fetchval(sql, args) or 0)
 
 
 async def test_favourite_reblog_bookmark_pin_round_trips(network: Network) -> None:

@@ -6,37 +6,19 @@ Real instances on 127.0.0.1; remote activity arrives through real federation
 
 from __future__ import annotations
 
-from typing import Any
-
 from actors.local import create_local_account, get_local_account
 from actors.remote import get_actor
 from actors.webfinger import resolve_handle
 from outbox import actions
 from outbox.actions import PostRequest
-from tests.api_client import bearer, user_token
+from tests.api_calls import call, count, post
+from tests.api_client import user_token
 from tests.harness import Instance, Network
-
-
-async def call(inst: Instance, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any, Any]:
-    assert inst.session is not None
-    headers = bearer(token) if token else {}
-    async with inst.session.request(method, inst.url(path), headers=headers, **kw) as resp:
-        return resp.status, await resp.json(), resp.headers
-
-
-async def post(inst: Instance, token: str, text: str, **fields: Any) -> dict[str, Any]:
-    status, body, _ = await call(inst, "POST", "/api/v1/statuses", token, data={"status": text, **fields})
-    assert status == 200, body
-    return body
 
 
 async def local_follow(inst: Instance, name: str, target: str) -> None:
     me, them = await get_local_account(inst.ctx.db, name), await get_local_account(inst.ctx.db, target)
     assert await actions.follow(inst.ctx, me, them) == "following"
-
-
-async def count(inst: Instance, sql: str, *args: Any) -> int:
-    return int(await inst.ctx.db.fetchval(sql, args) or 0)
 
 
 async def test_notifications_from_a_remote_mention_filtered_dismissed_and_cleared(network: Network) -> None:

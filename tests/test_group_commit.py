@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-import actors.local
-from actors.local import create_local_account, get_local_account
+from actors.local import get_local_account
 from actors.remote import get_actor
 from fedi.db import NEW_ID, Database
 from fedi.jsonutil import JsonError, loads_strict
 from fedi.origin import _general, origin
+from inbox.worker import InboxWorker
 from outbox import actions
 from outbox.queue import host_seen
 from tests.harness import Instance, Network
-from tests.peer import Peer, PeerActor, body_of, send
+from tests.peer import PeerActor, body_of, send
 
 INSERT = (
     "INSERT OR IGNORE INTO inbox_activities (id, activity_id, actor_uri, signer_key_id, type, body, received_at)"
@@ -167,25 +167,7 @@ async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ the inbox on top of it
-
-
-@pytest.fixture(autouse=True)
-def cheap_local_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(actors.local, "hash_password", lambda password: "unusable")
-
-
-@pytest.fixture
-async def alpha(network: Network) -> Instance:
-    inst = await network.add("alpha.test")
-    await create_local_account(inst.ctx.db, inst.base, "alice", "password123")
-    return inst
-
-
-@pytest.fixture
-async def mallory(network: Network) -> AsyncIterator[PeerActor]:
-    peer = await Peer(network, "evil.test").start()
-    yield peer.actor("mallory")
-    await peer.close()
+# `alpha` (alice on alpha.test) and `mallory` (a scripted peer's actor) come from conftest.
 
 
 async def test_inbox_duplicates_answer_202_and_store_nothing_new(alpha: Instance, mallory: PeerActor) -> None:
@@ -204,6 +186,20 @@ async def test_inbox_duplicates_answer_202_and_store_nothing_new(alpha: Instance
     again = await send(alpha, "/inbox", body, mallory.signed_headers(alpha, "/inbox", body))
     assert again.status == 202
     assert await alpha.ctx.db.fetchval("SELECT count(*) FROM inbox_activities") == 1
+
+
+async def test_running_inbox_worker_is_woken_by_the_commit_not_its_poll(
+    network: Network, mallory: PeerActor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(InboxWorker, "interval", 60.0)  # idle passes a minute apart: only the wake-up is in time
+    alpha = await network.add("alpha.test", workers=True)
+    act = mallory.create("<p>wake up</p>")
+    assert (await mallory.post(alpha, act, "/inbox")).status == 202
+    async with asyncio.timeout(10):
+        while await alpha.ctx.db.fetchval(
+                "SELECT state FROM inbox_activities WHERE activity_id = ?", (act["id"],)) != "processed":
+            await asyncio.sleep(0.02)
+    assert await alpha.ctx.db.fetchval("SELECT count(*) FROM statuses WHERE uri = ?", (act["object"]["id"],)) == 1
 
 
 async def test_inbox_repeat_of_an_answered_reject_is_still_202(alpha: Instance, mallory: PeerActor) -> None:

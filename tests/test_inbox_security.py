@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-import actors.local
 from actors.local import create_local_account, get_local_account
 from actors.remote import get_actor
 from fedi.clock import iso_seconds, now
@@ -84,24 +83,8 @@ async def local(inst: Instance, username: str = "alice") -> Row:
     return row
 
 
-@pytest.fixture(autouse=True)
-def cheap_local_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Local accounts skip scrypt (~170 ms): no one logs in here (keys come from the pool, see conftest)."""
-    monkeypatch.setattr(actors.local, "hash_password", lambda password: "unusable")
-
-
-@pytest.fixture
-async def alpha(network: Network) -> Instance:
-    inst = await network.add("alpha.test")
-    await create_local_account(inst.ctx.db, inst.base, "alice", "password123")
-    return inst
-
-
-@pytest.fixture
-async def peer(network: Network) -> AsyncIterator[Peer]:
-    p = await Peer(network, "evil.test").start()
-    yield p
-    await p.close()
+# No one logs in here: every local account skips scrypt (`alpha`, `peer` and `mallory` come from conftest).
+pytestmark = pytest.mark.usefixtures("cheap_local_accounts")
 
 
 @pytest.fixture
@@ -109,11 +92,6 @@ async def other(network: Network) -> AsyncIterator[Peer]:
     p = await Peer(network, "other.test").start()
     yield p
     await p.close()
-
-
-@pytest.fixture
-def mallory(peer: Peer) -> PeerActor:
-    return peer.actor("mallory")
 
 
 # --------------------------------------------------------------------------------------------

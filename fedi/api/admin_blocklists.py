@@ -7,7 +7,8 @@ The same functions as the CLI make every change, so both are audited alike.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -16,7 +17,7 @@ from fedi.api.paging import page_from, paged_json
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
-from fedi.context import CTX
+from fedi.context import CTX, Context
 from fedi.errors import HttpError
 from fedi.moderation.blocklist_drafts import SETTINGS, Outcome, apply_draft, dismiss_draft, draft_entity, load_settings
 from fedi.moderation.blocklist_merge import Change
@@ -28,6 +29,11 @@ from fedi.moderation.subscriptions import (
 
 PREFIX = "/api/v1/admin/fedi/blocklist"
 READ, WRITE = "admin:read:domain_blocks", "admin:write:domain_blocks"
+# Each source with `n`, how many entries its last good copy has.
+SOURCES = ("SELECT s.*, (SELECT count(*) FROM blocklist_entries e WHERE e.source_id = s.id) AS n"
+           " FROM blocklist_sources s")
+
+T = TypeVar("T")
 
 
 def _invalid(exc: Exception) -> HttpError:
@@ -63,9 +69,7 @@ def _int(params: Params, name: str) -> int | None:
 async def sources(request: web.Request) -> web.Response:
     """GET …/sources: every subscription with how many entries its last good copy has."""
     await require(request, READ)
-    rows = await request.app[CTX].db.fetchall(
-        "SELECT s.*, (SELECT count(*) FROM blocklist_entries e WHERE e.source_id = s.id) AS n"
-        " FROM blocklist_sources s ORDER BY s.priority DESC, s.id")
+    rows = await request.app[CTX].db.fetchall(f"{SOURCES} ORDER BY s.priority DESC, s.id")
     return json_response([source_entity(r, r["n"]) for r in rows])
 
 
@@ -88,9 +92,7 @@ async def add_source(request: web.Request) -> web.Response:
 
 async def show_source(request: web.Request) -> web.Response:
     await require(request, READ)
-    row = await request.app[CTX].db.fetchone(
-        "SELECT s.*, (SELECT count(*) FROM blocklist_entries e WHERE e.source_id = s.id) AS n"
-        " FROM blocklist_sources s WHERE s.id = ?", (parse_id(request.match_info["id"]),))
+    row = await request.app[CTX].db.fetchone(f"{SOURCES} WHERE s.id = ?", (parse_id(request.match_info["id"]),))
     if row is None:
         raise HttpError(404, "Record not found")
     return json_response(source_entity(row, row["n"]))
@@ -115,13 +117,19 @@ async def change_source(request: web.Request) -> web.Response:
     return json_response(source_entity(row))
 
 
+async def _on_path_id(request: web.Request, action: Callable[[Context, int, int], Awaitable[T | None]],
+                     render: Callable[[T], dict[str, Any]]) -> web.Response:
+    """`action(ctx, admin, path id)` answered with `render`; None from it means no such record."""
+    auth = await require(request, WRITE)
+    result = await action(request.app[CTX], auth.account["id"], parse_id(request.match_info["id"]))
+    if result is None:
+        raise HttpError(404, "Record not found")
+    return json_response(render(result))
+
+
 async def remove_source(request: web.Request) -> web.Response:
     """DELETE …/sources/{id}: its domains count as retracted; answers what that changed."""
-    auth = await require(request, WRITE)
-    outcome = await unsubscribe(request.app[CTX], auth.account["id"], parse_id(request.match_info["id"]))
-    if outcome is None:
-        raise HttpError(404, "Record not found")
-    return json_response(_outcome(outcome))
+    return await _on_path_id(request, unsubscribe, _outcome)
 
 
 async def sync_now(request: web.Request) -> web.Response:
@@ -145,14 +153,11 @@ async def drafts(request: web.Request) -> web.Response:
 
 
 async def apply_one(request: web.Request) -> web.Response:
-    auth = await require(request, WRITE)
+    """POST …/drafts/{id}/apply"""
     try:
-        row = await apply_draft(request.app[CTX], auth.account["id"], parse_id(request.match_info["id"]))
+        return await _on_path_id(request, apply_draft, draft_entity)
     except RuleError as exc:
         raise HttpError(exc.status, f"Validation failed: {exc.message}") from None
-    if row is None:
-        raise HttpError(404, "Record not found")
-    return json_response(draft_entity(row))
 
 
 async def apply_all(request: web.Request) -> web.Response:
@@ -172,11 +177,8 @@ async def apply_all(request: web.Request) -> web.Response:
 
 
 async def dismiss_one(request: web.Request) -> web.Response:
-    auth = await require(request, WRITE)
-    row = await dismiss_draft(request.app[CTX], auth.account["id"], parse_id(request.match_info["id"]))
-    if row is None:
-        raise HttpError(404, "Record not found")
-    return json_response(draft_entity(row))
+    """POST …/drafts/{id}/dismiss"""
+    return await _on_path_id(request, dismiss_draft, draft_entity)
 
 
 async def excludes(request: web.Request) -> web.Response:

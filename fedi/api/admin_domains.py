@@ -10,6 +10,7 @@ full) then prev. Every change goes through `fedi.moderation.blocks`, as the CLI'
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,9 +21,9 @@ from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
 from fedi.clock import iso
-from fedi.context import CTX
+from fedi.context import CTX, Context
 from fedi.db import Row
-from fedi.errors import HttpError
+from fedi.errors import Handler, HttpError
 from fedi.moderation.blocks import (
     BLOCK_FIELDS, BOOLEAN_FIELDS, BlockSpec, RuleError, add_allow, check_domain, create_block, remove_allow,
     remove_block, update_block,
@@ -31,6 +32,9 @@ from fedi.moderation.domains import digest
 
 LIMIT = 100
 MAX_COMMENT = 10_000
+
+Render = Callable[[Row], dict[str, Any]]
+Remove = Callable[[Context, int, int], Awaitable[Row]]
 
 
 def block_entity(row: Row) -> dict[str, Any]:
@@ -79,7 +83,7 @@ def _fields(params: Params) -> dict[str, Any]:
     return values
 
 
-async def _paged(request: web.Request, table: str, render: Any) -> web.Response:
+async def _paged(request: web.Request, table: str, render: Render) -> web.Response:
     """Newest first by id; `Link` has next only while pages are full, then prev (absolute URLs)."""
     ctx = request.app[CTX]
     params = await read_params(request)
@@ -96,103 +100,93 @@ async def _paged(request: web.Request, table: str, render: Any) -> web.Response:
     return json_response([render(r) for r in rows], headers={"Link": ", ".join(links)} if links else None)
 
 
-async def list_blocks(request: web.Request) -> web.Response:
-    """GET /api/v1/admin/domain_blocks"""
-    await require(request, "admin:read:domain_blocks")
-    return await _paged(request, "domain_blocks", block_entity)
+def _rule_errors(handler: Handler) -> Handler:
+    """A RuleError from fedi.moderation.blocks answers as Mastodon's would (with `existing_domain_block`)."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RuleError as exc:
+            raise _rule_error(exc) from None
+
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
 
 
-async def _block(request: web.Request) -> Row:
-    row = await request.app[CTX].db.fetchone("SELECT * FROM domain_blocks WHERE id = ?",
-                                             (parse_id(request.match_info["id"]),))
+async def _find(request: web.Request, table: str) -> Row:
+    row = await request.app[CTX].db.fetchone(f"SELECT * FROM {table} WHERE id = ?", (parse_id(request.match_info["id"]),))
     if row is None:
         raise HttpError(404, "Record not found")
     return row
 
 
-async def show_block(request: web.Request) -> web.Response:
-    """GET /api/v1/admin/domain_blocks/{id}"""
-    await require(request, "admin:read:domain_blocks")
-    return json_response(block_entity(await _block(request)))
+def _domain(params: Params) -> str:
+    domain = params.str("domain", max_length=300)
+    if not domain:
+        raise HttpError(422, "Validation failed: Domain can't be blank")
+    return domain
 
 
+def _index(table: str, render: Render) -> Handler:
+    """GET /api/v1/admin/domain_blocks or …/domain_allows"""
+
+    async def handler(request: web.Request) -> web.Response:
+        await require(request, f"admin:read:{table}")
+        return await _paged(request, table, render)
+
+    return handler
+
+
+def _show(table: str, render: Render) -> Handler:
+    """GET /api/v1/admin/domain_blocks/{id} or …/domain_allows/{id}"""
+
+    async def handler(request: web.Request) -> web.Response:
+        await require(request, f"admin:read:{table}")
+        return json_response(render(await _find(request, table)))
+
+    return handler
+
+
+def _delete(table: str, remove: Remove) -> Handler:
+    """DELETE /api/v1/admin/domain_blocks/{id} (lifts the block: severed follows are restored) or …/domain_allows/{id}"""
+
+    @_rule_errors
+    async def handler(request: web.Request) -> web.Response:
+        auth = await require(request, f"admin:write:{table}")
+        row = await _find(request, table)
+        await remove(request.app[CTX], auth.account["id"], row["id"])
+        return json_response({})
+
+    return handler
+
+
+@_rule_errors
 async def add_block(request: web.Request) -> web.Response:
     """POST /api/v1/admin/domain_blocks (domain, severity=silence, reject_media, reject_reports, comments, obfuscate)"""
     auth = await require(request, "admin:write:domain_blocks")
     params = await read_params(request)
-    domain = params.str("domain", max_length=300)
-    if not domain:
-        raise HttpError(422, "Validation failed: Domain can't be blank")
-    try:
-        row = await create_block(request.app[CTX], auth.account["id"], BlockSpec(domain=domain, **_fields(params)))
-    except RuleError as exc:
-        raise _rule_error(exc) from None
-    return json_response(block_entity(row))
+    spec = BlockSpec(domain=_domain(params), **_fields(params))
+    return json_response(block_entity(await create_block(request.app[CTX], auth.account["id"], spec)))
 
 
+@_rule_errors
 async def change_block(request: web.Request) -> web.Response:
     """PUT /api/v1/admin/domain_blocks/{id}: the fields sent change; `domain`, if sent, must be the block's."""
     auth = await require(request, "admin:write:domain_blocks")
     ctx = request.app[CTX]
-    row = await _block(request)
+    row = await _find(request, "domain_blocks")
     params = await read_params(request)
-    try:
-        if "domain" in params and check_domain(ctx, params.str("domain", max_length=300) or "") != row["domain"]:
-            raise RuleError("a block's domain cannot be changed; remove it and add another")
-        row = await update_block(ctx, auth.account["id"], row["id"], _fields(params))
-    except RuleError as exc:
-        raise _rule_error(exc) from None
-    return json_response(block_entity(row))
+    if "domain" in params and check_domain(ctx, params.str("domain", max_length=300) or "") != row["domain"]:
+        raise RuleError("a block's domain cannot be changed; remove it and add another")
+    return json_response(block_entity(await update_block(ctx, auth.account["id"], row["id"], _fields(params))))
 
 
-async def delete_block(request: web.Request) -> web.Response:
-    """DELETE /api/v1/admin/domain_blocks/{id}: lifts the block (severed follows are restored)."""
-    auth = await require(request, "admin:write:domain_blocks")
-    row = await _block(request)
-    try:
-        await remove_block(request.app[CTX], auth.account["id"], row["id"])
-    except RuleError as exc:
-        raise _rule_error(exc) from None
-    return json_response({})
-
-
-async def list_allows(request: web.Request) -> web.Response:
-    """GET /api/v1/admin/domain_allows"""
-    await require(request, "admin:read:domain_allows")
-    return await _paged(request, "domain_allows", allow_entity)
-
-
-async def _allow(request: web.Request) -> Row:
-    row = await request.app[CTX].db.fetchone("SELECT * FROM domain_allows WHERE id = ?",
-                                             (parse_id(request.match_info["id"]),))
-    if row is None:
-        raise HttpError(404, "Record not found")
-    return row
-
-
-async def show_allow(request: web.Request) -> web.Response:
-    await require(request, "admin:read:domain_allows")
-    return json_response(allow_entity(await _allow(request)))
-
-
+@_rule_errors
 async def add_allow_route(request: web.Request) -> web.Response:
     """POST /api/v1/admin/domain_allows (domain): an existing allow is returned as it is."""
     auth = await require(request, "admin:write:domain_allows")
-    domain = (await read_params(request)).str("domain", max_length=300)
-    if not domain:
-        raise HttpError(422, "Validation failed: Domain can't be blank")
-    try:
-        row = await add_allow(request.app[CTX], auth.account["id"], domain)
-    except RuleError as exc:
-        raise _rule_error(exc) from None
-    return json_response(allow_entity(row))
-
-
-async def delete_allow(request: web.Request) -> web.Response:
-    auth = await require(request, "admin:write:domain_allows")
-    row = await _allow(request)
-    await remove_allow(request.app[CTX], auth.account["id"], row["id"])
-    return json_response({})
+    domain = _domain(await read_params(request))
+    return json_response(allow_entity(await add_allow(request.app[CTX], auth.account["id"], domain)))
 
 
 async def public_blocks(request: web.Request) -> web.Response:
@@ -217,13 +211,12 @@ async def public_blocks(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
-    r.add_get("/api/v1/admin/domain_blocks", list_blocks)
+    for table, render, remove in (("domain_blocks", block_entity, remove_block),
+                                  ("domain_allows", allow_entity, remove_allow)):
+        r.add_get(f"/api/v1/admin/{table}", _index(table, render))
+        r.add_get(f"/api/v1/admin/{table}/{{id}}", _show(table, render))
+        r.add_delete(f"/api/v1/admin/{table}/{{id}}", _delete(table, remove))
     r.add_post("/api/v1/admin/domain_blocks", add_block)
-    r.add_get("/api/v1/admin/domain_blocks/{id}", show_block)
     r.add_put("/api/v1/admin/domain_blocks/{id}", change_block)
-    r.add_delete("/api/v1/admin/domain_blocks/{id}", delete_block)
-    r.add_get("/api/v1/admin/domain_allows", list_allows)
     r.add_post("/api/v1/admin/domain_allows", add_allow_route)
-    r.add_get("/api/v1/admin/domain_allows/{id}", show_allow)
-    r.add_delete("/api/v1/admin/domain_allows/{id}", delete_allow)
     r.add_get("/api/v1/instance/domain_blocks", public_blocks)

@@ -8,40 +8,44 @@ in full before anything is written: titles and keywords have length caps
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from fedi.api.auth import require
+from fedi.api.owned import NOT_FOUND, own_row
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id, visible_status
 from fedi.clock import iso, now
 from fedi.context import CTX, Context
 from fedi.db import Row, Tx
-from fedi.errors import HttpError
+from fedi.errors import Handler, HttpError
 from fedi.filtering import (
     ACTIONS, CONTEXTS, MAX_FILTERS, MAX_KEYWORD_CHARS, MAX_KEYWORDS_PER_FILTER, MAX_STATUSES_PER_FILTER,
     MAX_TITLE_CHARS, filter_entity, filter_rules, filter_status_entity, keyword_entity,
 )
 from fedi.jsonutil import dumps_str, loads_strict
 
-NOT_FOUND = "Record not found"
 MAX_EXPIRES_IN = 10 * 365 * 86400
+
+Render = Callable[[Row], dict[str, Any]]
 
 
 def _invalid(message: str) -> HttpError:
     return HttpError(422, f"Validation failed: {message}")
 
 
-def _title(params: Params, required: bool) -> str | None:
-    title = params.str("title", max_length=MAX_TITLE_CHARS)
-    if title is None and not required:
+def _text(params: Params, name: str, max_length: int, required: bool) -> str | None:
+    """A title or keyword: absent is None unless required; blank is refused."""
+    value = params.str(name, max_length=max_length)
+    if value is None and not required:
         return None
-    if title is None or not title.strip():
-        raise _invalid("Title can't be blank")
-    return title
+    if value is None or not value.strip():
+        raise _invalid(f"{name.capitalize()} can't be blank")
+    return value
 
 
 def _contexts(params: Params, required: bool) -> list[str] | None:
@@ -70,15 +74,6 @@ def _expires_at(params: Params) -> float | None:
     return now() + seconds
 
 
-def _keyword(params: Params, required: bool = True) -> str | None:
-    keyword = params.str("keyword", max_length=MAX_KEYWORD_CHARS)
-    if keyword is None and not required:
-        return None
-    if keyword is None or not keyword.strip():
-        raise _invalid("Keyword can't be blank")
-    return keyword
-
-
 @dataclass(frozen=True)
 class KeywordChange:
     id: int | None
@@ -100,24 +95,20 @@ def _keyword_changes(params: Params) -> list[KeywordChange]:
         raw_id = p.get("id")
         keyword_id = parse_id(str(raw_id)) if raw_id not in (None, "") else None
         destroy = p.bool("_destroy")
-        keyword = None if destroy else _keyword(p, required=keyword_id is None)
+        keyword = None if destroy else _text(p, "keyword", MAX_KEYWORD_CHARS, required=keyword_id is None)
         whole_word = p.bool("whole_word") if p.get("whole_word") is not None else None
         changes.append(KeywordChange(keyword_id, keyword, whole_word, destroy))
     return changes
 
 
-async def _own_filter(ctx: Context, raw_id: str, account_id: int) -> Row:
-    row = await ctx.db.fetchone("SELECT * FROM filters WHERE id = ? AND account_id = ?", (parse_id(raw_id), account_id))
-    if row is None:
-        raise HttpError(404, NOT_FOUND)
-    return row
-
-
-async def _own_child(ctx: Context, table: str, raw_id: str, account_id: int) -> Row:
-    """A keyword or filtered status of one of the account's filters."""
+async def _own(request: web.Request, table: str, account_id: int) -> Row:
+    """The path's filter (`table` "filters"), or a keyword or filtered status of one of the account's filters."""
+    ctx = request.app[CTX]
+    if table == "filters":
+        return await own_row(ctx, table, request.match_info["id"], account_id)
     row = await ctx.db.fetchone(
         f"SELECT c.* FROM {table} c JOIN filters f ON f.id = c.filter_id WHERE c.id = ? AND f.account_id = ?",
-        (parse_id(raw_id), account_id),
+        (parse_id(request.match_info["id"]), account_id),
     )
     if row is None:
         raise HttpError(404, NOT_FOUND)
@@ -160,7 +151,7 @@ async def show(request: web.Request) -> web.Response:
     """GET /api/v2/filters/:id"""
     auth = await require(request, "read:filters")
     ctx = request.app[CTX]
-    row = await _own_filter(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own(request, "filters", auth.account["id"])
     return json_response((await _entities(ctx, [row]))[0])
 
 
@@ -169,7 +160,7 @@ async def create(request: web.Request) -> web.Response:
     auth = await require(request, "write:filters")
     ctx = request.app[CTX]
     params = await read_params(request)
-    title, contexts = _title(params, True), _contexts(params, True)
+    title, contexts = _text(params, "title", MAX_TITLE_CHARS, True), _contexts(params, True)
     action = _action(params) or "warn"
     expires_at = _expires_at(params)
     changes = _keyword_changes(params)
@@ -195,9 +186,9 @@ async def update(request: web.Request) -> web.Response:
     """PUT /api/v2/filters/:id (keywords_attributes may add, change or `_destroy` keywords)."""
     auth = await require(request, "write:filters")
     ctx = request.app[CTX]
-    row = await _own_filter(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own(request, "filters", auth.account["id"])
     params = await read_params(request)
-    title, contexts, action = _title(params, False), _contexts(params, False), _action(params)
+    title, contexts, action = _text(params, "title", MAX_TITLE_CHARS, False), _contexts(params, False), _action(params)
     expires_given = "expires_in" in params
     expires_at = _expires_at(params)
     changes = _keyword_changes(params)
@@ -224,32 +215,48 @@ async def update(request: web.Request) -> web.Response:
     return json_response(await _entity(ctx, row["id"]))
 
 
-async def delete(request: web.Request) -> web.Response:
-    """DELETE /api/v2/filters/:id"""
-    auth = await require(request, "write:filters")
-    ctx = request.app[CTX]
-    row = await _own_filter(ctx, request.match_info["id"], auth.account["id"])
-    async with ctx.db.write() as tx:
-        await tx.execute("DELETE FROM filters WHERE id = ?", (row["id"],))
-    return json_response({})
+def _rules_index(table: str, render: Render) -> Handler:
+    """GET /api/v2/filters/:id/keywords or …/statuses: the filter's rows of `table`."""
+
+    async def handler(request: web.Request) -> web.Response:
+        auth = await require(request, "read:filters")
+        row = await _own(request, "filters", auth.account["id"])
+        rows = await request.app[CTX].db.fetchall(f"SELECT * FROM {table} WHERE filter_id = ? ORDER BY id", (row["id"],))
+        return json_response([render(r) for r in rows])
+
+    return handler
 
 
-async def keywords_index(request: web.Request) -> web.Response:
-    """GET /api/v2/filters/:id/keywords"""
-    auth = await require(request, "read:filters")
-    ctx = request.app[CTX]
-    row = await _own_filter(ctx, request.match_info["id"], auth.account["id"])
-    rows = await ctx.db.fetchall("SELECT * FROM filter_keywords WHERE filter_id = ? ORDER BY id", (row["id"],))
-    return json_response([keyword_entity(r) for r in rows])
+def _rule_show(table: str, render: Render) -> Handler:
+    """GET /api/v2/filters/keywords/:id or …/statuses/:id"""
+
+    async def handler(request: web.Request) -> web.Response:
+        auth = await require(request, "read:filters")
+        return json_response(render(await _own(request, table, auth.account["id"])))
+
+    return handler
+
+
+def _delete(table: str) -> Handler:
+    """DELETE /api/v2/filters/:id, …/keywords/:id or …/statuses/:id (a filter takes its keywords and statuses along)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        auth = await require(request, "write:filters")
+        row = await _own(request, table, auth.account["id"])
+        async with request.app[CTX].db.write() as tx:
+            await tx.execute(f"DELETE FROM {table} WHERE id = ?", (row["id"],))
+        return json_response({})
+
+    return handler
 
 
 async def keywords_create(request: web.Request) -> web.Response:
     """POST /api/v2/filters/:id/keywords"""
     auth = await require(request, "write:filters")
     ctx = request.app[CTX]
-    row = await _own_filter(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own(request, "filters", auth.account["id"])
     params = await read_params(request)
-    keyword = _keyword(params) or ""
+    keyword = _text(params, "keyword", MAX_KEYWORD_CHARS, True) or ""
     whole_word = params.bool("whole_word", True)
     async with ctx.db.write() as tx:
         keyword_id = await _insert_keyword(tx, row["id"], keyword, whole_word)
@@ -258,20 +265,13 @@ async def keywords_create(request: web.Request) -> web.Response:
     return json_response(keyword_entity(created))
 
 
-async def keyword_show(request: web.Request) -> web.Response:
-    """GET /api/v2/filters/keywords/:id"""
-    auth = await require(request, "read:filters")
-    row = await _own_child(request.app[CTX], "filter_keywords", request.match_info["id"], auth.account["id"])
-    return json_response(keyword_entity(row))
-
-
 async def keyword_update(request: web.Request) -> web.Response:
     """PUT /api/v2/filters/keywords/:id"""
     auth = await require(request, "write:filters")
     ctx = request.app[CTX]
-    row = await _own_child(ctx, "filter_keywords", request.match_info["id"], auth.account["id"])
+    row = await _own(request, "filter_keywords", auth.account["id"])
     params = await read_params(request)
-    keyword = _keyword(params)
+    keyword = _text(params, "keyword", MAX_KEYWORD_CHARS, True)
     whole_word = params.bool("whole_word", bool(row["whole_word"]))
     async with ctx.db.write() as tx:
         await tx.execute("UPDATE filter_keywords SET keyword = ?, whole_word = ? WHERE id = ?",
@@ -280,30 +280,11 @@ async def keyword_update(request: web.Request) -> web.Response:
     return json_response(keyword_entity(updated))
 
 
-async def keyword_delete(request: web.Request) -> web.Response:
-    """DELETE /api/v2/filters/keywords/:id"""
-    auth = await require(request, "write:filters")
-    ctx = request.app[CTX]
-    row = await _own_child(ctx, "filter_keywords", request.match_info["id"], auth.account["id"])
-    async with ctx.db.write() as tx:
-        await tx.execute("DELETE FROM filter_keywords WHERE id = ?", (row["id"],))
-    return json_response({})
-
-
-async def statuses_index(request: web.Request) -> web.Response:
-    """GET /api/v2/filters/:id/statuses"""
-    auth = await require(request, "read:filters")
-    ctx = request.app[CTX]
-    row = await _own_filter(ctx, request.match_info["id"], auth.account["id"])
-    rows = await ctx.db.fetchall("SELECT * FROM filter_statuses WHERE filter_id = ? ORDER BY id", (row["id"],))
-    return json_response([filter_status_entity(r) for r in rows])
-
-
 async def statuses_create(request: web.Request) -> web.Response:
     """POST /api/v2/filters/:id/statuses (only a status the user can see)"""
     auth = await require(request, "write:filters")
     ctx = request.app[CTX]
-    row = await _own_filter(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own(request, "filters", auth.account["id"])
     params = await read_params(request)
     raw_status = params.str("status_id", max_length=20)
     if not raw_status:
@@ -320,23 +301,6 @@ async def statuses_create(request: web.Request) -> web.Response:
                          (entry_id, row["id"], status["id"]))
         created = await tx.fetchone("SELECT * FROM filter_statuses WHERE id = ?", (entry_id,))
     return json_response(filter_status_entity(created))
-
-
-async def status_show(request: web.Request) -> web.Response:
-    """GET /api/v2/filters/statuses/:id"""
-    auth = await require(request, "read:filters")
-    row = await _own_child(request.app[CTX], "filter_statuses", request.match_info["id"], auth.account["id"])
-    return json_response(filter_status_entity(row))
-
-
-async def status_delete(request: web.Request) -> web.Response:
-    """DELETE /api/v2/filters/statuses/:id"""
-    auth = await require(request, "write:filters")
-    ctx = request.app[CTX]
-    row = await _own_child(ctx, "filter_statuses", request.match_info["id"], auth.account["id"])
-    async with ctx.db.write() as tx:
-        await tx.execute("DELETE FROM filter_statuses WHERE id = ?", (row["id"],))
-    return json_response({})
 
 
 def _v1(keyword: Row) -> dict[str, Any]:
@@ -376,17 +340,17 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v2/filters", index)
     r.add_post("/api/v2/filters", create)
-    r.add_get("/api/v2/filters/keywords/{id}", keyword_show)
+    r.add_get("/api/v2/filters/keywords/{id}", _rule_show("filter_keywords", keyword_entity))
     r.add_put("/api/v2/filters/keywords/{id}", keyword_update)
-    r.add_delete("/api/v2/filters/keywords/{id}", keyword_delete)
-    r.add_get("/api/v2/filters/statuses/{id}", status_show)
-    r.add_delete("/api/v2/filters/statuses/{id}", status_delete)
+    r.add_delete("/api/v2/filters/keywords/{id}", _delete("filter_keywords"))
+    r.add_get("/api/v2/filters/statuses/{id}", _rule_show("filter_statuses", filter_status_entity))
+    r.add_delete("/api/v2/filters/statuses/{id}", _delete("filter_statuses"))
     r.add_get("/api/v2/filters/{id}", show)
     r.add_put("/api/v2/filters/{id}", update)
-    r.add_delete("/api/v2/filters/{id}", delete)
-    r.add_get("/api/v2/filters/{id}/keywords", keywords_index)
+    r.add_delete("/api/v2/filters/{id}", _delete("filters"))
+    r.add_get("/api/v2/filters/{id}/keywords", _rules_index("filter_keywords", keyword_entity))
     r.add_post("/api/v2/filters/{id}/keywords", keywords_create)
-    r.add_get("/api/v2/filters/{id}/statuses", statuses_index)
+    r.add_get("/api/v2/filters/{id}/statuses", _rules_index("filter_statuses", filter_status_entity))
     r.add_post("/api/v2/filters/{id}/statuses", statuses_create)
     r.add_get("/api/v1/filters", v1_index)
     r.add_get("/api/v1/filters/{id}", v1_show)

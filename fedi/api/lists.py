@@ -13,12 +13,13 @@ from aiohttp import web
 
 from fedi.api import entities
 from fedi.api.auth import require
+from fedi.api.owned import NOT_FOUND, own_row
 from fedi.api.paging import page_from, paged_json
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
 from fedi.clock import now
-from fedi.context import CTX, Context
+from fedi.context import CTX
 from fedi.db import Row
 from fedi.errors import HttpError
 
@@ -53,11 +54,8 @@ def _policy(params: Params) -> str | None:
     return policy
 
 
-async def _own_list(ctx: Context, raw_id: str, account_id: int) -> Row:
-    row = await ctx.db.fetchone("SELECT * FROM lists WHERE id = ? AND account_id = ?", (parse_id(raw_id), account_id))
-    if row is None:
-        raise HttpError(404, "Record not found")
-    return row
+async def _own_list(request: web.Request, account_id: int) -> Row:
+    return await own_row(request.app[CTX], "lists", request.match_info["id"], account_id)
 
 
 async def index(request: web.Request) -> web.Response:
@@ -90,14 +88,14 @@ async def create(request: web.Request) -> web.Response:
 async def show(request: web.Request) -> web.Response:
     """GET /api/v1/lists/:id"""
     auth = await require(request, "read:lists")
-    return json_response(list_entity(await _own_list(request.app[CTX], request.match_info["id"], auth.account["id"])))
+    return json_response(list_entity(await _own_list(request, auth.account["id"])))
 
 
 async def update(request: web.Request) -> web.Response:
     """PUT /api/v1/lists/:id"""
     auth = await require(request, "write:lists")
     ctx = request.app[CTX]
-    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own_list(request, auth.account["id"])
     params = await read_params(request)
     title, policy = _title(params, False), _policy(params)
     exclusive = params.bool("exclusive", bool(row["exclusive"]))
@@ -114,7 +112,7 @@ async def delete(request: web.Request) -> web.Response:
     """DELETE /api/v1/lists/:id"""
     auth = await require(request, "write:lists")
     ctx = request.app[CTX]
-    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own_list(request, auth.account["id"])
     async with ctx.db.write() as tx:
         await tx.execute("DELETE FROM list_accounts WHERE list_id = ?", (row["id"],))
         await tx.execute("DELETE FROM lists WHERE id = ?", (row["id"],))
@@ -125,7 +123,7 @@ async def members(request: web.Request) -> web.Response:
     """GET /api/v1/lists/:id/accounts (limit=0 gives every member without paging)"""
     auth = await require(request, "read:lists")
     ctx = request.app[CTX]
-    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own_list(request, auth.account["id"])
     params = await read_params(request)
     sql = "SELECT a.* FROM list_accounts la JOIN accounts a ON a.id = la.account_id WHERE la.list_id = ?"
     if params.int("limit") == 0:
@@ -146,7 +144,7 @@ def _account_ids(params: Params) -> list[int]:
     if len(values) > MAX_ACCOUNT_IDS:
         raise HttpError(422, f"Validation failed: at most {MAX_ACCOUNT_IDS} accounts at once")
     if not all(isinstance(v, (str, int)) for v in values):
-        raise HttpError(404, "Record not found")
+        raise HttpError(404, NOT_FOUND)
     return list(dict.fromkeys(parse_id(str(v)) for v in values))
 
 
@@ -154,13 +152,13 @@ async def add_members(request: web.Request) -> web.Response:
     """POST /api/v1/lists/:id/accounts: every account must be one the user follows, else nothing is added."""
     auth = await require(request, "write:lists")
     ctx = request.app[CTX]
-    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own_list(request, auth.account["id"])
     ids = _account_ids(await read_params(request))
     ph = ",".join("?" for _ in ids)
     async with ctx.db.write() as tx:
         known = {r[0] for r in await tx.fetchall(f"SELECT id FROM accounts WHERE id IN ({ph})", ids)}
         if len(known) != len(ids):
-            raise HttpError(404, "Record not found")
+            raise HttpError(404, NOT_FOUND)
         followed = {r[0] for r in await tx.fetchall(
             f"SELECT target_account_id FROM follows WHERE account_id = ? AND state = 'accepted'"
             f" AND target_account_id IN ({ph})", [auth.account["id"], *ids])}
@@ -175,7 +173,7 @@ async def remove_members(request: web.Request) -> web.Response:
     """DELETE /api/v1/lists/:id/accounts"""
     auth = await require(request, "write:lists")
     ctx = request.app[CTX]
-    row = await _own_list(ctx, request.match_info["id"], auth.account["id"])
+    row = await _own_list(request, auth.account["id"])
     ids = _account_ids(await read_params(request))
     async with ctx.db.write() as tx:
         await tx.executemany("DELETE FROM list_accounts WHERE list_id = ? AND account_id = ?", [(row["id"], i) for i in ids])
