@@ -378,6 +378,8 @@ async def run_child(spec: dict[str, Any], leftover: bytes = b"") -> int:
         instance_signer=Signer(row["public_key_id"], row["private_key_pem"]),
         instance_actor_id=row["id"],
     )
+    # Signing is this process's work: load `cryptography` now (tens of ms), not at the first delivery.
+    ctx.instance_signer.private_key
     await loop.connect_read_pipe(lambda: _WakePipe(ctx.wake_delivery, stop), os.fdopen(0, "rb", buffering=0))
     if leftover:
         ctx.wake_delivery()

@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp.web_request import FileField
 from multidict import CIMultiDict, CIMultiDictProxy
 from PIL import Image
