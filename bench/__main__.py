@@ -51,15 +51,27 @@ def _goals(name: str, r: dict[str, Any]) -> list[tuple[float, str]]:
     return []
 
 
-def _cpu_busy_s() -> float:
-    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+def _proc_stat() -> list[int]:
     try:
         with open("/proc/stat") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
+            return [int(x) for x in fh.readline().split()[1:]]
     except OSError:
+        return []
+
+
+def _cpu_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat; steal included."""
+    fields = _proc_stat()
+    if not fields:
         return float("nan")
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _steal_s() -> float:
+    """CPU seconds the hypervisor gave to other guests while this VM wanted them (field 8 of /proc/stat)."""
+    fields = _proc_stat()
+    return fields[7] / os.sysconf("SC_CLK_TCK") if len(fields) > 7 else float("nan")
 
 
 def _own_cpu_s() -> float:
@@ -88,7 +100,7 @@ async def _run_one(name: str, run: Run, quiet_s: float) -> tuple[dict[str, Any],
         share = await _wait_quiet(quiet_s)
         if share >= 0.15:
             print(f"  · other processes still use {share:.0%} of the CPU; measuring anyway", flush=True)
-    t0, busy0, own0 = time.monotonic(), _cpu_busy_s(), _own_cpu_s()
+    t0, busy0, own0, steal0 = time.monotonic(), _cpu_busy_s(), _own_cpu_s(), _steal_s()
     load0 = os.getloadavg()[0]
     try:
         result = await asyncio.wait_for(module.run(run), budget)
@@ -105,12 +117,15 @@ async def _run_one(name: str, run: Run, quiet_s: float) -> tuple[dict[str, Any],
     wall = time.monotonic() - t0
     other = max(0.0, (_cpu_busy_s() - busy0) - (_own_cpu_s() - own0))
     ncpu = len(run.cores.all) or os.cpu_count() or 1
+    steal = _steal_s() - steal0
     env = {"wall_s": round(wall, 1), "other_cpu_share": round(other / (wall * ncpu), 3) if wall > 0 else None,
+           "steal_share": round(steal / (wall * ncpu), 3) if wall > 0 and not math.isnan(steal) else None,
            "loadavg_1m_start": round(load0, 2), "loadavg_1m_end": round(os.getloadavg()[0], 2)}
     result.setdefault("met", False)
     result["mode"] = "smoke" if run.smoke else "full"
     result["scenario_wall_s"] = env["wall_s"]
     result["other_cpu_share"] = env["other_cpu_share"]  # CPU used by processes not ours during the scenario
+    result["steal_share"] = env["steal_share"]  # of which taken by the hypervisor for other VMs (part of the above)
     result["noisy"] = bool(env["other_cpu_share"] and env["other_cpu_share"] > 0.10)
     return result, env
 
@@ -130,10 +145,12 @@ def table(results: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
         ratio = _fmt_ratio(r.get("ratio"))
         if isinstance(r.get("ratio_by_cpu"), (int, float)):
             ratio += f" (CPU {_fmt_ratio(r['ratio_by_cpu'])})"
-        other = r.get("other_cpu_share")
+        other, steal = r.get("other_cpu_share"), r.get("steal_share")
+        noise = f"{other:.0%}" if isinstance(other, (int, float)) else "—"
+        if isinstance(steal, (int, float)) and steal >= 0.005:
+            noise += f" ({steal:.0%} steal)"
         rows.append((name, measured, r.get("baseline_summary", "—"), ratio,
-                     r.get("goal", "—"), "yes" if r.get("met") else "NO",
-                     f"{other:.0%}" if isinstance(other, (int, float)) else "—"))
+                     r.get("goal", "—"), "yes" if r.get("met") else "NO", noise))
     return rows
 
 
@@ -201,7 +218,8 @@ async def main_async(args: argparse.Namespace) -> int:
             results[name], envs[name] = await _run_one(name, run, args.wait_quiet)
             r = results[name]
             print(f"  {'met' if r.get('met') else 'NOT met'}: {r.get('summary') or r.get('error')} "
-                  f"({envs[name]['wall_s']} s, other processes used {envs[name]['other_cpu_share']:.0%} of the CPU)",
+                  f"({envs[name]['wall_s']} s, other processes used {envs[name]['other_cpu_share']:.0%} of the CPU, "
+                  f"the hypervisor stole {envs[name]['steal_share'] or 0:.0%})",
                   flush=True)
     finally:
         for server in list(LIVE):
