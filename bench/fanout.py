@@ -18,7 +18,8 @@ figures count the server and its delivery processes.
 Baseline: the time to make the same number of RSA-2048 PKCS#1 v1.5 SHA-256
 signatures with `cryptography` on this machine — the ceiling for signed
 delivery on one core. Goal: wall ≤ baseline / 0.7, i.e. ≥ 0.7 × the ceiling,
-and exactly one POST per shared inbox.
+and exactly one POST per shared inbox. Three rounds (baseline, then a fresh
+server and post), the median round reported; every round must be exactly-once.
 """
 
 from __future__ import annotations
@@ -184,17 +185,26 @@ async def measure(run: Run, *, n_followers: int, n_hosts: int, label: str = "fan
 async def run(run: Run) -> dict[str, Any]:
     n_followers = run.size(10_000, 500)
     n_hosts = run.size(1_000, 50)
-    baseline_s, baseline_all, baseline_cpu = await asyncio.to_thread(signing_ceiling, n_hosts, run.size(3, 1))
-    m = await measure(run, n_followers=n_followers, n_hosts=n_hosts,
-                      profile_path=str(run.results_dir / "profile-fanout.txt") if run.profile else None)
+    # One post takes about half a second, so a single run moves with the machine (on a shared VM by
+    # ±20 %): each round pairs a signing baseline with a fresh server, database and post, and the
+    # round with the median ratio is reported.
+    rounds = 1 if run.profile else run.size(3, 1)
+    pairs = []
+    for k in range(rounds):
+        b = await asyncio.to_thread(signing_ceiling, n_hosts, 1)
+        m = await measure(run, n_followers=n_followers, n_hosts=n_hosts, label=f"fanout-{k}",
+                          profile_path=str(run.results_dir / "profile-fanout.txt") if run.profile else None)
+        if m["wall_s"] is None:
+            raise BenchError(f"only {m['distinct_hosts']} of {n_hosts} shared inboxes got the post "
+                             f"({m['posts_total']} POSTs; deliveries {m['deliveries']})")
+        pairs.append((b[0] / m["wall_s"], b, m))
+    exactly_once = all(m["posts_total"] == n_hosts and m["distinct_hosts"] == n_hosts and m["duplicates"] == 0
+                       for _, _, m in pairs)
+    ratio, (baseline_s, _, baseline_cpu), m = sorted(pairs, key=lambda p: p[0])[len(pairs) // 2]
+    baseline_all = [b[0] for _, b, _ in pairs]
     run.shared["fanout_rss_after_kb"] = m["rss_after_kb"]
     run.shared["fanout_sizes"] = (n_followers, n_hosts)
     wall = m["wall_s"]
-    if wall is None:
-        raise BenchError(f"only {m['distinct_hosts']} of {n_hosts} shared inboxes got the post "
-                         f"({m['posts_total']} POSTs; deliveries {m['deliveries']})")
-    ratio = baseline_s / wall
-    exactly_once = m["posts_total"] == n_hosts and m["distinct_hosts"] == n_hosts and m["duplicates"] == 0
     checks = {f"≥ {GOAL_RATIO} × signing ceiling (wall ≤ {baseline_s / GOAL_RATIO:.3f} s)": ratio >= GOAL_RATIO,
               f"exactly {n_hosts} POSTs, one per shared inbox": exactly_once}
     return {
@@ -213,11 +223,14 @@ async def run(run: Run) -> dict[str, Any]:
         "rss_mb_delivery_processes_idle": round(m["rss_children_idle_kb"] / 1024, 1),
         "rss_mb_delivery_processes_after": round(m["rss_children_after_kb"] / 1024, 1),
         "delivery_states": m["deliveries"],
-        "baseline": {"what": f"{n_hosts} RSA-2048 signatures with cryptography, one core",
-                     "seconds": round(baseline_s, 4), "repeats_s": [round(x, 4) for x in baseline_all],
+        "baseline": {"what": f"{n_hosts} RSA-2048 signatures with cryptography, one core (the median round's)",
+                     "seconds": round(baseline_s, 4), "rounds_s": [round(x, 4) for x in baseline_all],
                      "cpu_seconds": round(baseline_cpu, 4),
                      "signatures_per_s": round(n_hosts / baseline_s, 1)},
         "ratio": round(ratio, 3),
+        "rounds": [{"baseline_s": round(b[0], 4), "wall_s": round(mm["wall_s"], 4), "ratio": round(r, 3),
+                    "create_status_ms": round(mm["create_status_s"] * 1000, 1), "server_cpu_s": round(mm["server_cpu_s"], 3)}
+                   for r, b, mm in pairs],
         "ratio_means": "baseline seconds / fedi wall seconds = share of the signing ceiling reached (higher is better)",
         "ratio_by_cpu": round(baseline_cpu / m["server_cpu_s"], 3) if m["server_cpu_s"] else None,
         "goal": f"≥ {GOAL_RATIO} × signing ceiling; exactly one POST per shared inbox",

@@ -431,6 +431,11 @@ class DeliveryWorker:
         """Success clears a host's failure streak; a streak as long as the max age makes it unavailable."""
         ok = sorted({o.delivery.host for o in outcomes if o.host_ok})
         bad = sorted({o.delivery.host for o in outcomes if o.host_ok is False} - set(ok))
+        # Only a host that had been failing can have deliveries held back (one look for the batch).
+        recovered = [r[0] for r in await tx.fetchall(
+            f"SELECT host FROM hosts WHERE host IN ({','.join('?' * len(ok))})"
+            " AND (failures > 0 OR unavailable_since IS NOT NULL)", ok,
+        )] if ok else []
         await tx.executemany(
             """INSERT INTO hosts (host, last_success_at) VALUES (?, ?) ON CONFLICT (host) DO UPDATE SET
                    failures = 0, first_failure_at = NULL, unavailable_since = NULL,
@@ -439,7 +444,7 @@ class DeliveryWorker:
         )
         await tx.executemany(  # deliveries held while the host was unavailable can go now
             "UPDATE deliveries SET next_attempt_at = ? WHERE host = ? AND state = 'pending' AND next_attempt_at >= ?",
-            [(now, host, HELD) for host in ok],
+            [(now, host, HELD) for host in recovered],
         )
         await tx.executemany(
             """INSERT INTO hosts (host, failures, first_failure_at) VALUES (?, 1, ?) ON CONFLICT (host) DO UPDATE SET
