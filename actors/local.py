@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from typing import TYPE_CHECKING
 
 from actors import urls
 from actors.passwords import hash_password
 from fedi.clock import now
 from fedi.db import Database, Row, Tx
+from fedi.http_client import Signer
 from fedi.signatures import generate_private_key, private_key_pem, public_key_pem
+
+if TYPE_CHECKING:
+    from fedi.context import Context
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{1,30}$")
 
@@ -24,9 +30,10 @@ def new_key_pair() -> tuple[str, str]:
 
 
 async def _insert_account(
-    tx: Tx, base: str, username: str, *, actor_type: str, uri: str, locked: bool, bot: bool, display_name: str
+    tx: Tx, base: str, username: str, *, actor_type: str, uri: str, locked: bool, bot: bool, display_name: str,
+    keys: tuple[str, str] | tuple[None, None],
 ) -> int:
-    private, public = new_key_pair()
+    private, public = keys
     account_id = tx.new_id()
     ts = now()
     await tx.execute(
@@ -67,6 +74,8 @@ async def create_local_account(
         raise AccountError("password must be at least 8 characters")
     if len(password) > 1024:
         raise AccountError("password is too long")
+    # The slow parts (RSA key generation, scrypt) before the transaction: the single writer is not held for them.
+    keys, password_hash = new_key_pair(), hash_password(password)
     async with db.write() as tx:
         taken = await tx.fetchone(
             "SELECT 1 FROM accounts WHERE domain IS NULL AND lower(username) = lower(?)", (username,)
@@ -75,28 +84,58 @@ async def create_local_account(
             raise AccountError(f"username {username} is taken")
         account_id = await _insert_account(
             tx, base, username, actor_type="Service" if bot else "Person",
-            uri=urls.actor(base, username), locked=locked, bot=bot, display_name=display_name,
+            uri=urls.actor(base, username), locked=locked, bot=bot, display_name=display_name, keys=keys,
         )
         if email and await tx.fetchone("SELECT 1 FROM users WHERE lower(email) = lower(?)", (email,)):
             raise AccountError("e-mail address is taken")
         await tx.execute(
             "INSERT INTO users (account_id, email, password_hash, admin, approved, locale, reason, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (account_id, email, hash_password(password), int(admin), int(approved), locale, reason, now()),
+            (account_id, email, password_hash, int(admin), int(approved), locale, reason, now()),
         )
     return account_id
 
 
 async def ensure_instance_actor(db: Database, base: str, domain: str) -> int:
-    """The instance actor (`/actor`, type Application) that signs fetches; created once."""
+    """The instance actor (`/actor`, type Application) that signs fetches; created once.
+
+    Created without its key pair: `instance_signer` makes that on first need (the
+    first signed fetch, `/actor` served, a report forwarded, or `fedi init`), so an
+    instance that has not federated yet never loads `cryptography` (~7 MB of memory
+    and 30-150 ms of its first start).
+    """
     row = await db.fetchone("SELECT id FROM accounts WHERE domain IS NULL AND actor_type = 'Application'")
     if row:
         return int(row["id"])
     async with db.write() as tx:
         return await _insert_account(
             tx, base, domain, actor_type="Application", uri=urls.instance_actor(base),
-            locked=True, bot=True, display_name=domain,
+            locked=True, bot=True, display_name=domain, keys=(None, None),
         )
+
+
+async def instance_signer(ctx: Context) -> Signer:
+    """The instance actor's signer, its key pair made and stored on first need.
+
+    Several processes may race to make it: the UPDATE only fills an empty key, and
+    everyone then uses what the database holds.
+    """
+    if ctx.instance_signer is None:
+        row = await ctx.db.fetchone("SELECT public_key_id, private_key_pem FROM accounts WHERE id = ?",
+                                    (ctx.instance_actor_id,))
+        assert row is not None, "the instance actor is created at start-up"
+        if not row["private_key_pem"]:
+            private, public = await asyncio.to_thread(new_key_pair)
+            async with ctx.db.write() as tx:
+                await tx.execute(
+                    "UPDATE accounts SET private_key_pem = ?, public_key_pem = ? WHERE id = ? AND private_key_pem IS NULL",
+                    (private, public, ctx.instance_actor_id),
+                )
+            row = await ctx.db.fetchone("SELECT public_key_id, private_key_pem FROM accounts WHERE id = ?",
+                                        (ctx.instance_actor_id,))
+            assert row is not None and row["private_key_pem"]
+        ctx.instance_signer = Signer(row["public_key_id"], row["private_key_pem"])
+    return ctx.instance_signer
 
 
 async def get_local_account(db: Database, username: str) -> Row | None:

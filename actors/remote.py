@@ -20,6 +20,7 @@ from fedi.origin import is_valid_url, netloc, same_origin
 from fedi.sanitize import plain_text, sanitize_html
 from fedi.signatures import SignatureError, load_public_key
 from actors.keys import PublicKey
+from actors.local import instance_signer
 
 log = logging.getLogger("fedi.actors")
 
@@ -168,7 +169,7 @@ async def _fetch(ctx: Context, url: str) -> dict[str, Any]:
     if await is_suspended(ctx, url):
         raise ActorError(f"not fetching {url[:200]}: the domain is blocked")
     try:
-        result = await ctx.http.fetch_json(url, signer=ctx.instance_signer)
+        result = await ctx.http.fetch_json(url, signer=await instance_signer(ctx))
     except FetchError as exc:
         raise ActorError(f"fetching {url[:200]} failed: {exc.reason}", exc.status) from None
     if await is_suspended(ctx, result.url):

@@ -14,7 +14,7 @@ from aiohttp import web
 from actors import nodeinfo, webfinger
 from actors.collections import PAGE_SIZE, offset_page, ordered_collection, page_number, page_url
 from actors.documents import activity_response, actor_document, tombstone
-from actors.local import get_local_account
+from actors.local import get_local_account, instance_signer
 from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
@@ -93,6 +93,7 @@ async def profile(request: web.Request) -> web.Response:
 async def instance_actor(request: web.Request) -> web.Response:
     """GET /actor: always JSON and never behind a signature, so key fetches cannot deadlock."""
     ctx = request.app[CTX]
+    await instance_signer(ctx)  # its key pair exists before anyone sees the document
     row = await ctx.db.fetchone("SELECT * FROM accounts WHERE id = ?", (ctx.instance_actor_id,))
     if row is None:
         raise HttpError(404, "not found")

@@ -2,12 +2,11 @@
 
 Cold start spawns `python -m fedi.cli --config … serve` exactly as an admin
 would, with a fresh config and database each time (so it includes the
-migrations and the instance actor's key generation), pinned to the server
+migrations; the instance actor's key pair is made on first need, see
+`actors.local.instance_signer`), pinned to the server
 core, and polls GET / until it answers 200. Idle RSS is VmRSS from
 /proc/PID/status one second after that first answer. A restart on the now
-existing database is timed and measured too, for information: a fresh start
-generates the instance actor's RSA key and so loads `cryptography` (~7 MB),
-which a restart does not until the first signed request.
+existing database is timed and measured too, for information.
 
 RSS after the fan-out comes from the fanout scenario when it ran in the same
 invocation; otherwise a smaller fan-out is run here.

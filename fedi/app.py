@@ -56,7 +56,7 @@ async def open_context(config: Config, host_map: dict[str, str] | None = None) -
         db=db,
         http=http,
         keys=KeyCache(config.federation.key_cache_seconds),
-        instance_signer=Signer(row["public_key_id"], row["private_key_pem"]),
+        instance_signer=Signer(row["public_key_id"], row["private_key_pem"]) if row["private_key_pem"] else None,
         instance_actor_id=actor_id,
     )
 

@@ -32,10 +32,14 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 async def cmd_init(config: Config, args: argparse.Namespace) -> int:
+    from actors.local import instance_signer
     from fedi.app import close_context, open_context
 
     ctx = await open_context(config)
-    await close_context(ctx)
+    try:
+        await instance_signer(ctx)  # the instance actor's key pair now rather than at its first use
+    finally:
+        await close_context(ctx)
     print(f"database ready at {config.database_path}")
     print(f"instance domain {config.instance.domain} ({config.base_url})")
     return 0

@@ -27,8 +27,9 @@ class Context:
     db: Database
     http: HttpClient
     keys: "KeyCache"
-    #: The instance actor signs every outgoing GET (avoids signed-fetch deadlocks).
-    instance_signer: Signer
+    #: The instance actor signs every outgoing GET (avoids signed-fetch deadlocks). None until its
+    #: key pair exists: use `actors.local.instance_signer(ctx)`, which makes it on first need.
+    instance_signer: Signer | None
     instance_actor_id: int
     #: Set after a commit that queued work; the workers wait on these.
     delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)

@@ -64,6 +64,11 @@ def _crypto() -> SimpleNamespace:
     )
 
 
+def preload_crypto() -> None:
+    """Import `cryptography` now, for a process whose work is signing."""
+    _crypto()
+
+
 class SignatureError(Exception):
     """A request whose signature we refuse; the inbox answers 401 with `.reason`."""
 

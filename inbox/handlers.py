@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from actors.local import instance_signer
 from actors.remote import ActorError, fetch_actor, mark_gone
 from fedi.clock import now, parse_iso
 from fedi.context import Context
@@ -358,7 +359,7 @@ async def _fetch_remote_note(ctx: Context, uri: str) -> tuple[dict[str, Any], Ro
     if await is_suspended(ctx, uri):
         return None
     try:
-        result = await ctx.http.fetch_json(uri, signer=ctx.instance_signer)
+        result = await ctx.http.fetch_json(uri, signer=await instance_signer(ctx))
         doc = result.document
         # The id must be the one asked for, and the host that answered (after redirects) its host (A7).
         if doc.get("id") != uri or not same_origin(result.url, uri) or doc.get("type") not in NOTE_TYPES:

@@ -354,6 +354,7 @@ async def run_child(spec: dict[str, Any], leftover: bytes = b"") -> int:
     from fedi.config import config_from_dict
     from fedi.context import Context
     from fedi.http_client import HttpClient, Signer
+    from fedi.signatures import preload_crypto
     from outbox.delivery import DeliveryWorker
 
     config = config_from_dict(spec["config"], base_dir=spec["base_dir"])
@@ -375,11 +376,10 @@ async def run_child(spec: dict[str, Any], leftover: bytes = b"") -> int:
         raise SystemExit("delivery process: the database has no instance actor")
     ctx = Context(
         config=config, db=db, http=http, keys=KeyCache(config.federation.key_cache_seconds),  # type: ignore[arg-type]
-        instance_signer=Signer(row["public_key_id"], row["private_key_pem"]),
+        instance_signer=Signer(row["public_key_id"], row["private_key_pem"]) if row["private_key_pem"] else None,
         instance_actor_id=row["id"],
     )
-    # Signing is this process's work: load `cryptography` now (tens of ms), not at the first delivery.
-    ctx.instance_signer.private_key
+    preload_crypto()  # signing is this process's work: load `cryptography` now (tens of ms), not at the first delivery
     await loop.connect_read_pipe(lambda: _WakePipe(ctx.wake_delivery, stop), os.fdopen(0, "rb", buffering=0))
     if leftover:
         ctx.wake_delivery()

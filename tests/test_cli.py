@@ -54,9 +54,10 @@ def test_init_writes_documented_defaults_and_creates_database(tmp_path: Path) ->
     assert db.exists() and f"database ready at {db}" in result.stdout
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        actor = conn.execute("SELECT uri FROM accounts WHERE actor_type = 'Application'").fetchall()
+        actor = conn.execute("SELECT uri, private_key_pem IS NOT NULL, public_key_pem IS NOT NULL FROM accounts"
+                             " WHERE actor_type = 'Application'").fetchall()
     assert {"accounts", "statuses", "follows", "deliveries", "inbox_activities"} <= tables
-    assert actor == [("http://localhost:8080/actor",)]
+    assert actor == [("http://localhost:8080/actor", 1, 1)]  # init makes the instance key pair up front
 
     # a second init keeps the admin's file as it is
     config.write_text(defaults + "\n# edited by the admin\n")

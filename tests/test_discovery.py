@@ -3,6 +3,7 @@ follower collections, profile pages, and the WebFinger client."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import actors.webfinger
-from actors.local import create_local_account
+from actors.local import create_local_account, instance_signer
+from fedi.signatures import load_private_key, load_public_key, public_key_pem
 from actors.remote import ActorError
 from tests.harness import Instance, Network
 
@@ -291,6 +293,31 @@ async def test_instance_actor(alpha: Instance) -> None:
         assert doc["id"] == f"{alpha.base}/actor"
         assert doc["preferredUsername"] == alpha.config.instance.domain
         assert doc["publicKey"]["id"] == f"{alpha.base}/actor#main-key"
+
+
+async def test_instance_actor_key_is_made_on_first_need(alpha: Instance) -> None:
+    """A new instance has no instance-actor key until something needs it; then exactly one, kept."""
+    actor_id = alpha.ctx.instance_actor_id
+    stored = "SELECT private_key_pem, public_key_pem FROM accounts WHERE id = ?"
+    assert alpha.ctx.instance_signer is None
+    assert tuple(await alpha.ctx.db.fetchone(stored, (actor_id,))) == (None, None)
+    # Two at once (a page view and a signed fetch, say) still make a single key pair.
+    first, second = await asyncio.gather(instance_signer(alpha.ctx), instance_signer(alpha.ctx))
+    private, public = await alpha.ctx.db.fetchone(stored, (actor_id,))
+    assert first.private_key_pem == second.private_key_pem == private
+    assert public_key_pem(load_private_key(private)) == public
+    status, _, doc = await get(alpha, "/actor", headers={"Accept": AS2})
+    assert status == 200 and doc["publicKey"]["publicKeyPem"] == public
+    alpha.ctx.instance_signer = None  # as after a restart: the stored pair is used, not a new one
+    assert (await instance_signer(alpha.ctx)).private_key_pem == private
+
+
+async def test_actor_document_of_a_new_instance_carries_its_key(alpha: Instance) -> None:
+    status, _, doc = await get(alpha, "/actor", headers={"Accept": AS2})
+    assert status == 200
+    public = await alpha.ctx.db.fetchval("SELECT public_key_pem FROM accounts WHERE id = ?", (alpha.ctx.instance_actor_id,))
+    assert public and doc["publicKey"]["publicKeyPem"] == public
+    load_public_key(public)
 
 
 @pytest.mark.parametrize("path", ["/users/bob", "/@bob", "/users/bob/followers", "/users/bob/following",

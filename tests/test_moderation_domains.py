@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from actors.local import create_local_account, get_local_account
+from actors.local import create_local_account, get_local_account, instance_signer
 from actors.remote import ActorError, fetch_actor, get_actor
 from actors.webfinger import resolve_handle
 from fedi.api import entities
@@ -261,7 +261,7 @@ async def test_allowlist_mode_switches_at_runtime(network: Network) -> None:
     await add_allow(alpha.ctx, None, "delta.test")
     await set_setting(alpha.ctx, None, "federation_mode", "allowlist")
     with pytest.raises(FetchError) as refused_fetch:  # signed by gamma's instance actor: gamma is not allowed
-        await gamma.ctx.http.fetch_json(f"{alpha.base}/users/alice", signer=gamma.ctx.instance_signer)
+        await gamma.ctx.http.fetch_json(f"{alpha.base}/users/alice", signer=await instance_signer(gamma.ctx))
     assert refused_fetch.value.status == 403
     await post(gamma, carol, f"{handle} not allowed")
     await post(delta, erin, f"{handle} allowed")
@@ -299,14 +299,14 @@ async def test_authorized_fetch(network: Network) -> None:
     assert await get("/actor", AS2) == 200, "the instance actor stays fetchable"
     assert await get("/@alice", {"Accept": "text/html"}) == 200, "pages for people are not behind it"
     # A real instance signs its fetches with its instance actor: alpha checks that key (beta's /actor) and answers.
-    fetched = await beta.ctx.http.fetch_json(alice_uri, signer=beta.ctx.instance_signer)
+    fetched = await beta.ctx.http.fetch_json(alice_uri, signer=await instance_signer(beta.ctx))
     assert fetched.document["id"] == alice_uri
 
     await create_block(alpha.ctx, None, BlockSpec("beta.test", "suspend"))
     await set_setting(alpha.ctx, None, "authorized_fetch", "off")
     assert await get("/users/alice", AS2) == 200
     with pytest.raises(FetchError) as refused:
-        await beta.ctx.http.fetch_json(alice_uri, signer=beta.ctx.instance_signer)
+        await beta.ctx.http.fetch_json(alice_uri, signer=await instance_signer(beta.ctx))
     assert refused.value.status == 403, "a blocked domain's signed fetch is refused in every mode"
     await set_setting(alpha.ctx, None, "authorized_fetch", "blocked")
     bogus = {**AS2, "Signature": 'keyId="http://delta.test/actor#main-key",headers="date",signature="AAAA"'}

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from actors.local import instance_signer
 from actors.remote import ACTOR_TYPES, ActorError, fetch_actor, get_actor, store_actor
 from actors.urls import tag as tag_url
 from actors.webfinger import resolve_handle
@@ -172,7 +173,7 @@ async def _known_url(ctx: Context, url: str) -> tuple[Row | None, Row | None]:
 async def _resolve_url(ctx: Context, url: str) -> tuple[Row | None, Row | None]:
     """Fetch a URL as the instance actor; store what it is if its id's origin vouches for it."""
     try:
-        result = await ctx.http.fetch_json(url, signer=ctx.instance_signer)
+        result = await ctx.http.fetch_json(url, signer=await instance_signer(ctx))
     except FetchError:
         return None, None
     doc = result.document

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from actors.local import instance_signer
 from fedi.clock import now
 from fedi.context import Context
 from fedi.db import Row, Tx
@@ -72,6 +73,8 @@ async def create_report(ctx: Context, reporter: Row, req: ReportRequest, statuse
     """
     check_request(req, reporter)
     forward = req.forward and req.target["domain"] is not None
+    if forward:
+        await instance_signer(ctx)  # the Flag is signed with its key; made outside the transaction
     async with ctx.db.write() as tx:
         report_id = tx.new_id()
         uri = None
