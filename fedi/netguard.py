@@ -47,6 +47,8 @@ _REFUSED = _nets(
 # Never valid unicast destinations, whatever the allow-list says
 # (connecting to 0.0.0.0 or :: reaches the local host on Linux).
 _NEVER = _nets("0.0.0.0/32", "255.255.255.255/32", "224.0.0.0/4", "::/128", "ff00::/8")
+#: Remembered verdicts per AddressPolicy; cleared when full (a cache, not a list of every address seen).
+_MAX_VERDICTS = 4096
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
@@ -67,9 +69,31 @@ class AddressPolicy:
 
     def __init__(self, allowed_networks: Iterable[str] = ()) -> None:
         self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_networks)
+        self._verdicts: dict[str, str | None] = {}  # address text -> refusal reason, None if allowed
 
     def check(self, ip: str | IPAddress) -> None:
-        """Raise BlockedAddress unless `ip` may be connected to."""
+        """Raise BlockedAddress unless `ip` may be connected to.
+
+        Verdicts on address texts are remembered (the policy never changes, and a
+        fan-out connects to the same few addresses thousands of times)."""
+        if not isinstance(ip, str):
+            self._check(ip)
+            return
+        try:
+            reason = self._verdicts[ip]
+        except KeyError:
+            try:
+                self._check(ip)
+                reason = None
+            except BlockedAddress as exc:
+                reason = str(exc)
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[ip] = reason
+        if reason is not None:
+            raise BlockedAddress(reason)
+
+    def _check(self, ip: str | IPAddress) -> None:
         try:
             addr = ip if not isinstance(ip, str) else ipaddress.ip_address(ip.strip("[]"))
         except ValueError:
@@ -82,7 +106,7 @@ class AddressPolicy:
             if v4 is not None:
                 # The embedded IPv4 address is where the packet ends up (mapped,
                 # NAT64, 6to4), so that is the address to judge.
-                self.check(v4)
+                self._check(v4)
                 return
         if any(addr in net for net in _NEVER):
             raise BlockedAddress(f"{addr} is not a unicast address")
