@@ -7,8 +7,10 @@ for browsers. Anything unexpected becomes a logged 500 with no internals shown.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -17,6 +19,7 @@ from fedi.negotiation import wants_html
 log = logging.getLogger("fedi.errors")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+E = TypeVar("E", bound=Exception)
 
 
 class HttpError(Exception):
@@ -37,6 +40,31 @@ def json_error(
     status: int, message: str, headers: dict[str, str] | None = None, extra: dict[str, object] | None = None
 ) -> web.Response:
     return web.json_response({"error": message, **(extra or {})}, status=status, headers=headers)
+
+
+def validation_failed(exc: Exception) -> HttpError:
+    """`Validation failed: <message>` with the exception's `status` (422 if it has none)."""
+    return HttpError(getattr(exc, "status", 422), f"Validation failed: {exc}")
+
+
+def refusing(exc_type: type[E], convert: Callable[[E], HttpError] = validation_failed) -> Callable[[Handler], Handler]:
+    """A handler decorator: the domain layer's `exc_type` (a refused change) becomes `convert(exc)` for the client.
+
+    Lets the handler call the same functions as the CLI, which raise their own
+    error types, without a try block around each call.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except exc_type as exc:
+                raise convert(exc) from None
+
+        return wrapped
+
+    return decorate
 
 
 #: Paths whose errors are always JSON, whatever the Accept header says (API clients are strict).

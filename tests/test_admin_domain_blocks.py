@@ -11,13 +11,13 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from actors.local import create_local_account
 from fedi.moderation.csv_io import ListError, apply_list, export_csv, parse_list, preview, summary
-from tests.api_client import bearer, user_token
+from tests.api_calls import call
+from tests.api_client import user_token
 from tests.harness import Instance, Network
 from tests.processes import run_cli, write_config
 from tests.test_moderation_domains import follow, user
@@ -39,11 +39,6 @@ async def admin_token(inst: Instance, scopes: str = ADMIN_SCOPES) -> str:
     if await inst.ctx.db.fetchval("SELECT 1 FROM accounts WHERE username = 'root'") is None:
         await create_local_account(inst.ctx.db, inst.base, "root", "password123", admin=True)
     return await user_token(inst, "root", scopes, create=False)
-
-
-async def call(inst: Instance, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any, Any]:
-    async with inst.session.request(method, inst.url(path), headers=bearer(token) if token else None, **kw) as resp:
-        return resp.status, await resp.json(), resp.headers
 
 
 async def counts(inst: Instance) -> tuple[int, int]:

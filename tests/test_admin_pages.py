@@ -28,6 +28,7 @@ from fedi.moderation.reports import ReportRequest, create_report
 from fedi.web.session import COOKIE
 from outbox import actions
 from outbox.actions import PostRequest
+from tests.api_calls import count
 from tests.api_client import user_token
 from tests.harness import Instance, Network, free_port
 
@@ -85,10 +86,6 @@ async def browser(inst: Instance, username: str) -> Browser:
 async def account(inst: Instance, name: str, **kw: Any) -> Any:
     await create_local_account(inst.ctx.db, inst.base, name, "password123", **kw)
     return await get_local_account(inst.ctx.db, name)
-
-
-async def count(inst: Instance, sql: str, *args: Any) -> int:
-    return int(await inst.ctx.db.fetchval(sql, args) or 0)
 
 
 async def audit(inst: Instance) -> list[tuple[Any, str, str]]:

@@ -22,6 +22,7 @@ from actors.webfinger import resolve_handle
 from fedi.http_client import FetchError
 from fedi.moderation.subscriptions import BlocklistSyncer
 from outbox import actions
+from tests.api_calls import count
 from tests.api_client import bearer, user_token
 from tests.harness import Instance, Network, free_port
 from tests.processes import run_cli, write_config
@@ -119,10 +120,6 @@ async def sync(inst: Instance, token: str) -> dict[str, Any]:
 async def blocks(inst: Instance) -> dict[str, str]:
     rows = await inst.ctx.db.fetchall("SELECT domain, severity FROM domain_blocks ORDER BY domain")
     return {r["domain"]: r["severity"] for r in rows}
-
-
-async def count(inst: Instance, sql: str, *args: Any) -> int:
-    return int(await inst.ctx.db.fetchval(sql, args) or 0)
 
 
 async def test_draft_mode_apply_and_conditional_get(network: Network, lists: ListServer) -> None:

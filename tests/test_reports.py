@@ -16,7 +16,8 @@ from fedi.moderation.blocks import BlockSpec, create_block
 from fedi.moderation.keyword_rules import check_rules
 from outbox import actions
 from outbox.actions import PostRequest
-from tests.api_client import bearer, user_token
+from tests.api_calls import call, count
+from tests.api_client import user_token
 from tests.harness import Instance, Network
 
 ADMIN_SCOPES = "read write follow push admin:read admin:write"
@@ -30,19 +31,9 @@ ADMIN_ACCOUNT_KEYS = {"id", "username", "domain", "created_at", "email", "ip", "
                       "created_by_application_id", "invited_by_account_id"}
 
 
-async def call(inst: Instance, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any, Any]:
-    assert inst.session is not None
-    async with inst.session.request(method, inst.url(path), headers=bearer(token) if token else {}, **kw) as resp:
-        return resp.status, await resp.json(), resp.headers
-
-
 async def admin_token(inst: Instance, name: str = "admin") -> str:
     await create_local_account(inst.ctx.db, inst.base, name, "password123", admin=True)
     return await user_token(inst, name, scopes=ADMIN_SCOPES, create=False)
-
-
-async def count(inst: Instance, sql: str, *args: Any) -> int:
-    return int(await inst.ctx.db.fetchval(sql, args) or 0)
 
 
 async def local(inst: Instance, name: str) -> Any:

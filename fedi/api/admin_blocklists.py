@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from fedi.api.auth import require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
 from fedi.context import CTX, Context
-from fedi.errors import HttpError
+from fedi.errors import HttpError, refusing
 from fedi.moderation.blocklist_drafts import SETTINGS, Outcome, apply_draft, dismiss_draft, draft_entity, load_settings
 from fedi.moderation.blocklist_merge import Change
 from fedi.moderation.blocks import RuleError
@@ -34,10 +34,6 @@ SOURCES = ("SELECT s.*, (SELECT count(*) FROM blocklist_entries e WHERE e.source
            " FROM blocklist_sources s")
 
 T = TypeVar("T")
-
-
-def _invalid(exc: Exception) -> HttpError:
-    return HttpError(getattr(exc, "status", 422), f"Validation failed: {exc}")
 
 
 def _change(c: Change) -> dict[str, Any]:
@@ -73,6 +69,7 @@ async def sources(request: web.Request) -> web.Response:
     return json_response([source_entity(r, r["n"]) for r in rows])
 
 
+@refusing(SubscriptionError)
 async def add_source(request: web.Request) -> web.Response:
     """POST …/sources (url, priority, max_severity, mode, retractions, format, enabled)"""
     auth = await require(request, WRITE)
@@ -83,11 +80,7 @@ async def add_source(request: web.Request) -> web.Response:
         mode=params.str("mode", "draft", max_length=20) or "draft",
         retractions=params.str("retractions", "remove", max_length=20) or "remove",
         format=params.str("format", "auto", max_length=20) or "auto", enabled=params.bool("enabled", True))
-    try:
-        row = await subscribe(request.app[CTX], auth.account["id"], spec)
-    except SubscriptionError as exc:
-        raise _invalid(exc) from None
-    return json_response(source_entity(row))
+    return json_response(source_entity(await subscribe(request.app[CTX], auth.account["id"], spec)))
 
 
 async def show_source(request: web.Request) -> web.Response:
@@ -98,6 +91,7 @@ async def show_source(request: web.Request) -> web.Response:
     return json_response(source_entity(row, row["n"]))
 
 
+@refusing(SubscriptionError)
 async def change_source(request: web.Request) -> web.Response:
     """PUT …/sources/{id} with any of priority, max_severity, mode, retractions, format, enabled."""
     auth = await require(request, WRITE)
@@ -108,10 +102,7 @@ async def change_source(request: web.Request) -> web.Response:
         changes["priority"] = _int(params, "priority")
     if params.get("enabled") is not None:
         changes["enabled"] = params.bool("enabled")
-    try:
-        row = await update_source(request.app[CTX], auth.account["id"], parse_id(request.match_info["id"]), changes)
-    except SubscriptionError as exc:
-        raise _invalid(exc) from None
+    row = await update_source(request.app[CTX], auth.account["id"], parse_id(request.match_info["id"]), changes)
     if row is None:
         raise HttpError(404, "Record not found")
     return json_response(source_entity(row))
@@ -145,19 +136,15 @@ async def drafts(request: web.Request) -> web.Response:
     state = params.str("state", "pending", max_length=20)
     if state not in ("pending", "applied", "dismissed"):
         raise HttpError(422, "Validation failed: state must be pending, applied or dismissed")
-    page = page_from(params, default=100, maximum=500)
-    cond, args, order = page.clause("id")
-    rows = page.arrange(await request.app[CTX].db.fetchall(
-        f"SELECT * FROM blocklist_drafts WHERE state = ? AND {cond} ORDER BY {order} LIMIT ?", [state, *args, page.limit]))
+    rows = await fetch_page(request.app[CTX], page_from(params, default=100, maximum=500),
+                            "SELECT * FROM blocklist_drafts WHERE state = ?", [state])
     return paged_json(request, [draft_entity(r) for r in rows], [r["id"] for r in rows])
 
 
+@refusing(RuleError)
 async def apply_one(request: web.Request) -> web.Response:
     """POST …/drafts/{id}/apply"""
-    try:
-        return await _on_path_id(request, apply_draft, draft_entity)
-    except RuleError as exc:
-        raise HttpError(exc.status, f"Validation failed: {exc.message}") from None
+    return await _on_path_id(request, apply_draft, draft_entity)
 
 
 async def apply_all(request: web.Request) -> web.Response:
@@ -187,25 +174,20 @@ async def excludes(request: web.Request) -> web.Response:
     return json_response([r["domain"] for r in rows])
 
 
+@refusing(SubscriptionError)
 async def add_exclude_route(request: web.Request) -> web.Response:
     """POST …/excludes (domain)"""
     auth = await require(request, WRITE)
     params = await read_params(request)
-    try:
-        domain = await add_exclude(request.app[CTX], auth.account["id"], params.str("domain", "", max_length=300) or "")
-    except SubscriptionError as exc:
-        raise _invalid(exc) from None
+    domain = await add_exclude(request.app[CTX], auth.account["id"], params.str("domain", "", max_length=300) or "")
     return json_response({"domain": domain})
 
 
+@refusing(SubscriptionError)
 async def remove_exclude_route(request: web.Request) -> web.Response:
     """DELETE …/excludes/{domain}"""
     auth = await require(request, WRITE)
-    try:
-        removed = await remove_exclude(request.app[CTX], auth.account["id"], request.match_info["domain"])
-    except SubscriptionError as exc:
-        raise _invalid(exc) from None
-    if not removed:
+    if not await remove_exclude(request.app[CTX], auth.account["id"], request.match_info["domain"]):
         raise HttpError(404, "Record not found")
     return json_response({})
 
@@ -215,6 +197,7 @@ async def settings(request: web.Request) -> web.Response:
     return json_response(await load_settings(request.app[CTX].db))
 
 
+@refusing(SubscriptionError)
 async def change_settings(request: web.Request) -> web.Response:
     """PUT …/settings with any of the blocklist_* keys; all are checked before any is stored."""
     auth = await require(request, WRITE)
@@ -223,10 +206,7 @@ async def change_settings(request: web.Request) -> web.Response:
     if not given or any(k not in SETTINGS and k != "access_token" for k in params):
         raise HttpError(422, f"Validation failed: give any of {', '.join(SETTINGS)}")
     ctx = request.app[CTX]
-    try:
-        await set_settings(ctx, auth.account["id"], given)
-    except SubscriptionError as exc:
-        raise _invalid(exc) from None
+    await set_settings(ctx, auth.account["id"], given)
     return json_response(await load_settings(ctx.db))
 
 

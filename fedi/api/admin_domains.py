@@ -16,14 +16,14 @@ from typing import Any
 from aiohttp import web
 
 from fedi.api.auth import authenticate, require
-from fedi.api.paging import page_from
+from fedi.api.paging import fetch_page, page_from
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
 from fedi.clock import iso
 from fedi.context import CTX, Context
 from fedi.db import Row
-from fedi.errors import Handler, HttpError
+from fedi.errors import Handler, HttpError, refusing
 from fedi.moderation.blocks import (
     BLOCK_FIELDS, BOOLEAN_FIELDS, BlockSpec, RuleError, add_allow, check_domain, create_block, remove_allow,
     remove_block, update_block,
@@ -86,11 +86,8 @@ def _fields(params: Params) -> dict[str, Any]:
 async def _paged(request: web.Request, table: str, render: Render) -> web.Response:
     """Newest first by id; `Link` has next only while pages are full, then prev (absolute URLs)."""
     ctx = request.app[CTX]
-    params = await read_params(request)
-    page = page_from(params, default=LIMIT, maximum=2 * LIMIT)
-    cond, args, order = page.clause("id")
-    rows = page.arrange(await ctx.db.fetchall(f"SELECT * FROM {table} WHERE {cond} ORDER BY {order} LIMIT ?",
-                                              [*args, page.limit]))
+    page = page_from(await read_params(request), default=LIMIT, maximum=2 * LIMIT)
+    rows = await fetch_page(ctx, page, f"SELECT * FROM {table} WHERE 1")
     links = []
     base = ctx.base_url + request.path
     if len(rows) == page.limit:
@@ -100,17 +97,8 @@ async def _paged(request: web.Request, table: str, render: Render) -> web.Respon
     return json_response([render(r) for r in rows], headers={"Link": ", ".join(links)} if links else None)
 
 
-def _rule_errors(handler: Handler) -> Handler:
-    """A RuleError from fedi.moderation.blocks answers as Mastodon's would (with `existing_domain_block`)."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except RuleError as exc:
-            raise _rule_error(exc) from None
-
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
+#: A RuleError from fedi.moderation.blocks answers as Mastodon's would (with `existing_domain_block`).
+_rule_errors = refusing(RuleError, _rule_error)
 
 
 async def _find(request: web.Request, table: str) -> Row:

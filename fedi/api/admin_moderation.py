@@ -11,14 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from fedi.api.auth import require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
 from fedi.clock import iso
 from fedi.context import CTX
 from fedi.db import Row
-from fedi.errors import HttpError
+from fedi.errors import HttpError, refusing
 from fedi.jsonutil import JsonError, loads_strict
 from fedi.moderation.keyword_rules import RuleError, check_new_rule, create_rule, delete_rule, rule_entity, settle_held
 from fedi.sanitize import plain_text
@@ -37,17 +37,14 @@ async def rules(request: web.Request) -> web.Response:
     return json_response([rule_entity(r, r["hits"]) for r in rows])
 
 
+@refusing(RuleError)
 async def add_rule(request: web.Request) -> web.Response:
     """POST /api/v1/admin/fedi/keyword_rules (pattern, kind=keyword|hashtag, action=reject|review, whole_word)"""
     auth = await require(request, "admin:write")
     params = await read_params(request)
-    try:
-        rule = check_new_rule(params.str("pattern", max_length=1000), params.str("kind", max_length=20),
-                              params.str("action", max_length=20), params.bool("whole_word", True))
-        row = await create_rule(request.app[CTX], auth.account["id"], rule)
-    except RuleError as exc:
-        raise HttpError(422, f"Validation failed: {exc}") from None
-    return json_response(rule_entity(row))
+    rule = check_new_rule(params.str("pattern", max_length=1000), params.str("kind", max_length=20),
+                          params.str("action", max_length=20), params.bool("whole_word", True))
+    return json_response(rule_entity(await create_rule(request.app[CTX], auth.account["id"], rule)))
 
 
 async def remove_rule(request: web.Request) -> web.Response:
@@ -61,13 +58,9 @@ async def remove_rule(request: web.Request) -> web.Response:
 async def rule_hits(request: web.Request) -> web.Response:
     """GET /api/v1/admin/fedi/keyword_rules/{id}/hits: what the rule caught, newest first (paged)."""
     await require(request, "admin:read")
-    ctx = request.app[CTX]
     rule_id = parse_id(request.match_info["id"])
     page = page_from(await read_params(request), default=40, maximum=200)
-    cond, args, order = page.clause("id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT * FROM keyword_rule_hits WHERE rule_id = ? AND {cond} ORDER BY {order} LIMIT ?",
-        [rule_id, *args, page.limit]))
+    rows = await fetch_page(request.app[CTX], page, "SELECT * FROM keyword_rule_hits WHERE rule_id = ?", [rule_id])
     body = [{"id": str(r["id"]), "rule_id": str(r["rule_id"]), "activity_id": r["activity_id"],
              "actor_uri": r["actor_uri"], "excerpt": r["excerpt"], "created_at": iso(r["created_at"])} for r in rows]
     return paged_json(request, body, [r["id"] for r in rows])
@@ -88,11 +81,8 @@ def _held_entity(row: Row) -> dict[str, Any]:
 async def held(request: web.Request) -> web.Response:
     """GET /api/v1/admin/fedi/held: inbound posts a review rule is holding (paged)."""
     await require(request, "admin:read")
-    ctx = request.app[CTX]
     page = page_from(await read_params(request), default=40, maximum=200)
-    cond, args, order = page.clause("id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT * FROM inbox_activities WHERE state = 'held' AND {cond} ORDER BY {order} LIMIT ?", [*args, page.limit]))
+    rows = await fetch_page(request.app[CTX], page, "SELECT * FROM inbox_activities WHERE state = 'held'")
     return paged_json(request, [_held_entity(r) for r in rows], [r["id"] for r in rows])
 
 
@@ -110,19 +100,15 @@ def _settle(release: bool) -> Any:
 async def audit_log(request: web.Request) -> web.Response:
     """GET /api/v1/admin/fedi/audit_log (?action, ?target_type, paging): who did what, newest first."""
     await require(request, "admin:read")
-    ctx = request.app[CTX]
     params = await read_params(request)
     page = page_from(params, default=40, maximum=200)
-    where, args = [], []
+    where, args = ["1"], []
     for column in ("action", "target_type"):
         value = params.str(column, max_length=64)
         if value:
             where.append(f"{column} = ?")
             args.append(value)
-    cond, cond_args, order = page.clause("id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT * FROM audit_log WHERE {' AND '.join([*where, cond])} ORDER BY {order} LIMIT ?",
-        [*args, *cond_args, page.limit]))
+    rows = await fetch_page(request.app[CTX], page, f"SELECT * FROM audit_log WHERE {' AND '.join(where)}", args)
     body = [{"id": str(r["id"]), "account_id": str(r["account_id"]) if r["account_id"] is not None else None,
              "action": r["action"], "target_type": r["target_type"], "target": r["target"],
              "detail": loads_strict(r["detail_json"]), "created_at": iso(r["created_at"])} for r in rows]

@@ -11,7 +11,7 @@ from aiohttp import web
 from fedi.api import entities
 from fedi.api.accounts import account_list
 from fedi.api.auth import require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import read_params
 from fedi.api.respond import json_response
 from fedi.clock import iso, now
@@ -31,10 +31,7 @@ async def _my_page(request: web.Request, scope: str, column: str, sql: str, *arg
     auth = await require(request, scope)
     ctx = request.app[CTX]
     page = page_from(await read_params(request), default=default, maximum=maximum)
-    cond, page_args, order = page.clause(column)
-    rows = page.arrange(await ctx.db.fetchall(f"{sql} AND {cond} ORDER BY {order} LIMIT ?",
-                                              [auth.account["id"], *args, *page_args, page.limit]))
-    return ctx, rows
+    return ctx, await fetch_page(ctx, page, sql, [auth.account["id"], *args], column)
 
 
 async def blocks(request: web.Request) -> web.Response:

@@ -19,14 +19,13 @@ from aiohttp import web
 
 from fedi.api import entities
 from fedi.api.auth import require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.owned import own_row
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.respond import json_response
 from fedi.api.params import read_params
-from fedi.api.visibility import parse_id
 from fedi.clock import now
 from fedi.context import CTX, Context
 from fedi.db import Row
-from fedi.errors import HttpError
 from fedi.threads import ROOT_COLUMNS, thread_root
 
 MARKER = "conversations"
@@ -99,38 +98,30 @@ async def index(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     page = page_from(await read_params(request), default=20, maximum=40)
     await sync(ctx, auth.account["id"])
-    cond, args, order = page.clause("last_status_id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT * FROM conversations WHERE account_id = ? AND {cond} ORDER BY {order} LIMIT ?",
-        [auth.account["id"], *args, page.limit],
-    ))
+    rows = await fetch_page(ctx, page, "SELECT * FROM conversations WHERE account_id = ?", [auth.account["id"]],
+                            "last_status_id")
     return paged_json(request, await render(ctx, rows, auth.account), [r["last_status_id"] for r in rows])
 
 
-async def _own(ctx: Context, raw_id: str, account_id: int) -> Row:
-    row = await ctx.db.fetchone("SELECT * FROM conversations WHERE id = ? AND account_id = ?",
-                                (parse_id(raw_id), account_id))
-    if row is None:
-        raise HttpError(404, "Record not found")
-    return row
+async def _own(request: web.Request) -> tuple[Context, Row, Row]:
+    """(context, caller's account, the caller's conversation with the path's id); someone else's is not found."""
+    auth = await require(request, "write:conversations")
+    ctx = request.app[CTX]
+    return ctx, auth.account, await own_row(ctx, "conversations", request.match_info["id"], auth.account["id"])
 
 
 async def mark_read(request: web.Request) -> web.Response:
     """POST /api/v1/conversations/:id/read"""
-    auth = await require(request, "write:conversations")
-    ctx = request.app[CTX]
-    row = await _own(ctx, request.match_info["id"], auth.account["id"])
+    ctx, me, row = await _own(request)
     async with ctx.db.write() as tx:
         await tx.execute("UPDATE conversations SET unread = 0 WHERE id = ?", (row["id"],))
-    updated = await _own(ctx, request.match_info["id"], auth.account["id"])
-    return json_response((await render(ctx, [updated], auth.account))[0])
+    updated = await own_row(ctx, "conversations", request.match_info["id"], me["id"])
+    return json_response((await render(ctx, [updated], me))[0])
 
 
 async def remove(request: web.Request) -> web.Response:
     """DELETE /api/v1/conversations/:id"""
-    auth = await require(request, "write:conversations")
-    ctx = request.app[CTX]
-    row = await _own(ctx, request.match_info["id"], auth.account["id"])
+    ctx, _, row = await _own(request)
     async with ctx.db.write() as tx:
         await tx.execute("DELETE FROM conversations WHERE id = ?", (row["id"],))
     return json_response({})

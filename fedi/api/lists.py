@@ -14,7 +14,7 @@ from aiohttp import web
 from fedi.api import entities
 from fedi.api.auth import require
 from fedi.api.owned import NOT_FOUND, own_row
-from fedi.api.paging import page_from, paged_json
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
@@ -130,9 +130,7 @@ async def members(request: web.Request) -> web.Response:
         rows = await ctx.db.fetchall(sql + " ORDER BY la.account_id DESC", (row["id"],))
         rendered = await entities.accounts(ctx, rows)
         return json_response([rendered[r["id"]] for r in rows])
-    page = page_from(params, default=40, maximum=80)
-    cond, args, order = page.clause("la.account_id")
-    rows = page.arrange(await ctx.db.fetchall(f"{sql} AND {cond} ORDER BY {order} LIMIT ?", [row["id"], *args, page.limit]))
+    rows = await fetch_page(ctx, page_from(params, default=40, maximum=80), sql, [row["id"]], "la.account_id")
     rendered = await entities.accounts(ctx, rows)
     return paged_json(request, [rendered[r["id"]] for r in rows], [r["id"] for r in rows])
 

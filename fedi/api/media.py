@@ -13,10 +13,10 @@ from aiohttp import web
 from fedi import images, media_routes
 from fedi.api import entities
 from fedi.api.auth import require
+from fedi.api.owned import NOT_FOUND, own_row
 from fedi.api.params import close_files, is_file, read_params
 from fedi.api.respond import json_response
-from fedi.api.visibility import parse_id
-from fedi.context import CTX
+from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
 
@@ -43,29 +43,24 @@ async def upload(request: web.Request) -> web.Response:
     return json_response(entities.media_attachment(ctx, row))
 
 
-async def _own(request: web.Request, account_id: int) -> Row:
-    row = await request.app[CTX].db.fetchone(
-        "SELECT * FROM media_attachments WHERE id = ? AND account_id = ?", (parse_id(request.match_info["id"]), account_id)
-    )
-    if row is None:
-        raise HttpError(404, "Record not found")
-    return row
+async def _own(request: web.Request) -> tuple[Context, Row]:
+    """The caller's attachment with the path's id; someone else's is simply not found."""
+    auth = await require(request, "write:media")
+    ctx = request.app[CTX]
+    return ctx, await own_row(ctx, "media_attachments", request.match_info["id"], auth.account["id"])
 
 
 async def show(request: web.Request) -> web.Response:
     """GET /api/v1/media/{id}: the caller's own attachment."""
-    auth = await require(request, "write:media")
-    row = await _own(request, auth.account["id"])
-    return json_response(entities.media_attachment(request.app[CTX], row))
+    ctx, row = await _own(request)
+    return json_response(entities.media_attachment(ctx, row))
 
 
 async def update(request: web.Request) -> web.Response:
     """PUT /api/v1/media/{id}: description and focus, while the attachment is not yet posted (as Mastodon)."""
-    auth = await require(request, "write:media")
-    ctx = request.app[CTX]
-    row = await _own(request, auth.account["id"])
+    ctx, row = await _own(request)
     if row["status_id"] is not None:
-        raise HttpError(404, "Record not found")
+        raise HttpError(404, NOT_FOUND)
     params = await read_params(request)
     description = row["description"]
     if "description" in params:

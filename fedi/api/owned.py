@@ -1,4 +1,4 @@
-"""Rows that belong to one account (filters, lists): looked up only together with their owner.
+"""Rows that belong to one account (filters, lists, media, scheduled posts, DMs): looked up only with their owner.
 
 Someone else's id answers exactly as an id that does not exist (THREATS O5), so
 ids cannot be probed across accounts.

@@ -16,7 +16,8 @@ from aiohttp import web
 
 from fedi.api.params import Params
 from fedi.api.respond import json_response
-from fedi.context import CTX
+from fedi.context import CTX, Context
+from fedi.db import Row
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,17 @@ def page_from(params: Params, default: int = 20, maximum: int = 40) -> Page:
         min_id=_id(params, "min_id"),
         limit=params.int("limit", default, low=1, high=maximum) or default,
     )
+
+
+async def fetch_page(ctx: Context, page: Page, sql: str, args: Sequence[Any] = (), column: str = "id") -> list[Row]:
+    """The rows of `sql` on this page of `column`, newest first.
+
+    `sql` ends in its WHERE conditions (whose `?` are `args`), so the page's own
+    conditions, order and limit can follow it.
+    """
+    cond, cond_args, order = page.clause(column)
+    return page.arrange(await ctx.db.fetchall(f"{sql} AND {cond} ORDER BY {order} LIMIT ?",
+                                              [*args, *cond_args, page.limit]))
 
 
 def link_header(request: web.Request, ids: Sequence[int]) -> str | None:

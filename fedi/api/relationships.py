@@ -16,7 +16,7 @@ from aiohttp import web
 from fedi.api import entities
 from fedi.api.accounts import account_list, accounts_by_ids, find_account
 from fedi.api.auth import require
-from fedi.api.paging import page_from
+from fedi.api.paging import fetch_page, page_from
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.clock import iso, now
@@ -217,12 +217,9 @@ async def follow_requests(request: web.Request) -> web.Response:
     auth = await require(request, "read:follows")
     ctx = request.app[CTX]
     page = page_from(await read_params(request), default=40, maximum=80)
-    cond, args, order = page.clause("f.id")
-    rows = page.arrange(await ctx.db.fetchall(
-        "SELECT f.id AS follow_id, a.* FROM follows f JOIN accounts a ON a.id = f.account_id"
-        f" WHERE f.target_account_id = ? AND f.state = 'pending' AND {cond} ORDER BY {order} LIMIT ?",
-        [auth.account["id"], *args, page.limit],
-    ))
+    rows = await fetch_page(
+        ctx, page, "SELECT f.id AS follow_id, a.* FROM follows f JOIN accounts a ON a.id = f.account_id"
+        " WHERE f.target_account_id = ? AND f.state = 'pending'", [auth.account["id"]], "f.id")
     return await account_list(request, ctx, rows, "follow_id")
 
 

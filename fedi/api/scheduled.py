@@ -17,11 +17,12 @@ from aiohttp import web
 
 from fedi.api import entities
 from fedi.api.auth import authenticate, require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.owned import own_row
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.statuses import post_request
-from fedi.api.visibility import can_see, parse_id
+from fedi.api.visibility import can_see
 from fedi.clock import iso, now, parse_iso
 from fedi.background import BackgroundLoop
 from fedi.context import CTX, Context
@@ -154,13 +155,7 @@ async def _own(request: web.Request, scope: str) -> tuple[Context, Row]:
     """The caller's scheduled status with the path's id; someone else's is simply not found."""
     auth = await require(request, scope)
     ctx = request.app[CTX]
-    row = await ctx.db.fetchone(
-        "SELECT * FROM scheduled_statuses WHERE id = ? AND account_id = ?",
-        (parse_id(request.match_info["id"]), auth.account["id"]),
-    )
-    if row is None:
-        raise HttpError(404, "Record not found")
-    return ctx, row
+    return ctx, await own_row(ctx, "scheduled_statuses", request.match_info["id"], auth.account["id"])
 
 
 async def index(request: web.Request) -> web.Response:
@@ -168,11 +163,7 @@ async def index(request: web.Request) -> web.Response:
     auth = await require(request, "read:statuses")
     ctx = request.app[CTX]
     page = page_from(await read_params(request))
-    cond, args, order = page.clause("id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT * FROM scheduled_statuses WHERE account_id = ? AND {cond} ORDER BY {order} LIMIT ?",
-        [auth.account["id"], *args, page.limit],
-    ))
+    rows = await fetch_page(ctx, page, "SELECT * FROM scheduled_statuses WHERE account_id = ?", [auth.account["id"]])
     return paged_json(request, [await _entity(ctx, r) for r in rows], [r["id"] for r in rows])
 
 
