@@ -30,14 +30,8 @@ from typing import Any
 from bench.common import summary_ms
 
 
-class HttpConn(asyncio.Protocol):
-    """One keep-alive connection; one request in flight at a time."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes, bytes]] | None = None
-        self.lost: Exception | None = None
+class _TcpClient(asyncio.Protocol):
+    """A client connection that sends each small request at once (no Nagle delay)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -45,6 +39,16 @@ class HttpConn(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class HttpConn(_TcpClient):
+    """One keep-alive connection; one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes, bytes]] | None = None
+        self.lost: Exception | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionResetError("connection closed by server")
@@ -228,7 +232,7 @@ async def fetch(port: int, request: bytes, timeout: float = 30.0) -> tuple[int, 
 # ---------------------------------------------------------------- WebSocket listener
 
 
-class WsListener(asyncio.Protocol):
+class WsListener(_TcpClient):
     """A client WebSocket that records (arrival time, text) of every message."""
 
     def __init__(self) -> None:
@@ -239,13 +243,6 @@ class WsListener(asyncio.Protocol):
         self.messages: list[tuple[float, bytes]] = []
         self._fragments = bytearray()
         self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
