@@ -279,6 +279,20 @@ async def test_actor_html_for_browsers(alpha: Instance, path: str) -> None:
     assert "Content-Security-Policy" in headers
 
 
+async def test_profile_page_counts(alpha: Instance) -> None:
+    alice = await alice_id(alpha)
+    for i in range(3):
+        await follow(alpha, await insert_remote(alpha, f"fan{i}"), alice)
+    await follow(alpha, await insert_remote(alpha, "asked"), alice, state="pending")  # not a follower yet
+    await follow(alpha, alice, await insert_remote(alpha, "idol"))
+    for text, deleted in (("one", False), ("two", False), ("gone", True)):
+        await add_status(alpha, alice, text, deleted=deleted)
+    status, _, body = await get(alpha, "/@Alice", headers={"Accept": BROWSER})
+    assert status == 200
+    for figure in ("<strong>3</strong> followers", "<strong>1</strong> following", "<strong>2</strong> posts"):
+        assert figure in body, figure
+
+
 async def test_profile_url_serves_json_to_activitypub(alpha: Instance) -> None:
     status, headers, doc = await get(alpha, "/@Alice", headers={"Accept": LD})
     assert status == 200 and headers["Content-Type"].startswith(AS2)
