@@ -206,6 +206,27 @@ async def test_nodeinfo(alpha: Instance) -> None:
         assert info["metadata"]["nodeName"] == "alpha.test"
 
 
+async def test_nodeinfo_activity_counts_posters_by_their_last_post(alpha: Instance) -> None:
+    """Old accounts count as active by when they last posted; deleted posts neither count nor make anyone active."""
+    day = 86_400.0
+    alice = await alice_id(alpha)
+    await create_local_account(alpha.ctx.db, alpha.base, "quiet", "password123")
+    await create_local_account(alpha.ctx.db, alpha.base, "seasonal", "password123")
+    async with alpha.ctx.db.write() as tx:
+        await tx.execute("UPDATE accounts SET created_at = ? WHERE domain IS NULL", (time.time() - 400 * day,))
+    await add_status(alpha, alice, "<p>today</p>")
+    seasonal = int(await alpha.ctx.db.fetchval("SELECT id FROM accounts WHERE username = 'seasonal'"))
+    await add_status(alpha, seasonal, "<p>then</p>")
+    await add_status(alpha, seasonal, "<p>gone</p>", deleted=True)
+    async with alpha.ctx.db.write() as tx:  # seasonal's kept post is from 60 days ago
+        await tx.execute("UPDATE statuses SET published_at = ?, created_at = ? WHERE account_id = ? AND deleted_at IS NULL",
+                         (time.time() - 60 * day, time.time() - 60 * day, seasonal))
+    _, _, info = await get(alpha, "/nodeinfo/2.1")
+    assert info["usage"] == {"users": {"total": 3, "activeMonth": 1, "activeHalfyear": 2}, "localPosts": 2}
+    _, _, instance = await get(alpha, "/api/v1/instance")
+    assert instance["stats"]["status_count"] == 2
+
+
 async def test_nodeinfo_open_registrations(network: Network) -> None:
     inst = await network.add("open.test", instance={"registrations": "open"})
     _, _, info = await get(inst, "/nodeinfo/2.1")

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from actors.nodeinfo import LOCAL_POSTS
 from fedi import __version__
 from fedi.api.respond import json_response
 from fedi.context import CTX, Context
@@ -23,8 +24,8 @@ def _version() -> str:
 
 async def _stats(ctx: Context) -> dict[str, int]:
     row = await ctx.db.fetchone(
-        """SELECT (SELECT count(*) FROM users) AS users,
-                  (SELECT count(*) FROM statuses WHERE local = 1 AND deleted_at IS NULL) AS statuses,
+        f"""SELECT (SELECT count(*) FROM users) AS users,
+                  ({LOCAL_POSTS}) AS statuses,
                   (SELECT count(DISTINCT domain) FROM accounts WHERE domain IS NOT NULL) AS domains"""
     )
     assert row is not None
