@@ -34,7 +34,7 @@ from outbox.queue import (
 from tests.harness import Instance, Network, free_port
 
 DAY = 86_400.0
-PEER_NAMES = ("peer.test", "slow.test", "fast.test", "dead.test", "gone.test")
+PEER_NAMES = ("peer.test", "slow.test", "fast.test", "dead.test", "gone.test", "back.test", "other.test")
 
 
 @dataclass
@@ -385,6 +385,37 @@ async def test_max_age_expires_and_holds_host_until_seen(alpha: Instance, peers:
     assert len(peer.received) == 1
     cleared = await host_row(alpha, host)
     assert cleared is not None and cleared["unavailable_since"] is None and cleared["failures"] == 0
+
+
+async def test_a_success_on_an_unavailable_host_releases_what_was_held(alpha: Instance, peers: StartPeer) -> None:
+    """A delivery that gets through (one already under way when the host was marked unavailable) lets
+    the held rows go at once; a success on a host that never failed releases nothing of another host's."""
+    port = free_port()
+    url, host = f"http://back.test:{port}/inbox", f"back.test:{port}"
+    t0 = freeze(alpha)
+    first = await publish(alpha, [url])
+    assert await worker(alpha).run_once() == 1  # refused: a failure streak starts
+    advance(alpha, alpha.config.federation.delivery_max_age_seconds)
+    other = f"http://other.test:{free_port()}/inbox"
+    held_elsewhere = await publish(alpha, [other])
+    async with alpha.ctx.db.write() as tx:  # other.test is unavailable too, with a row held
+        await tx.execute("INSERT INTO hosts (host, failures, first_failure_at, unavailable_since) VALUES (?, 3, ?, ?)",
+                         (netloc(other), t0, t0))
+        await tx.execute("UPDATE deliveries SET next_attempt_at = ? WHERE activity_id = ?", (HELD, held_elsewhere))
+    assert await worker(alpha).run_once() == 1  # the first row expires: back.test is now unavailable
+    second = await publish(alpha, [url])
+    assert (await only(alpha, second))["next_attempt_at"] == HELD
+    assert (await host_row(alpha, host))["unavailable_since"] is not None
+    peer = await peers("back.test", port=port)
+    in_flight = await publish(alpha, [url])  # as if leased before the host was marked: due now
+    async with alpha.ctx.db.write() as tx:
+        await tx.execute("UPDATE deliveries SET next_attempt_at = 0 WHERE activity_id = ?", (in_flight,))
+    # One pass: the due row gets through, its success releases the held one, which goes out too.
+    assert await worker(alpha).run_once() == 2
+    assert (await only(alpha, in_flight))["state"] == "delivered"
+    assert (await only(alpha, second))["state"] == "delivered" and len(peer.received) == 2
+    assert (await only(alpha, held_elsewhere))["next_attempt_at"] == HELD  # another host's stay held
+    assert (await only(alpha, first))["state"] == "expired"
 
 
 async def test_host_seen_is_a_no_op_for_healthy_hosts(alpha: Instance, peers: StartPeer) -> None:
