@@ -166,3 +166,16 @@ async def test_resolver_falls_through_to_system_dns() -> None:
     with pytest.raises(BlockedResolution):
         await resolver.resolve("localhost", 80)
     await resolver.close()
+
+
+def test_remembered_verdicts_stay_the_same() -> None:
+    """The policy remembers its verdict per address text: asked again, it answers as the first time."""
+    policy = AddressPolicy(["127.0.0.0/8"])
+    for _ in range(3):
+        for refused in ("10.0.0.1", "169.254.169.254", "::ffff:10.0.0.1", "not-an-ip"):
+            with pytest.raises(BlockedAddress):
+                policy.check(refused)
+        for allowed in ("127.0.0.1", "93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"):
+            policy.check(allowed)
+    with pytest.raises(BlockedAddress, match="127.0.0.1"):
+        AddressPolicy().check("127.0.0.1")  # another policy, another verdict
