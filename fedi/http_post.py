@@ -17,11 +17,22 @@ response; the response head is capped at `MAX_HEAD` bytes and only
 Accept-Encoding) and no redirect is followed. TLS uses the default verifying
 context with the URL's host as server name.
 
+Responses come from strangers, so the parser is strict where lenient parsers
+disagree (RFC 9112): ASCII digits only in the status and Content-Length, no
+control characters in the head (bare CR/LF, NUL), token field names, at most
+`MAX_HEADERS` fields, chunk sizes of hex digits only. Interim (1xx) responses
+and trailers share the head's `MAX_HEAD` budget, so a peer cannot keep the
+parser looping until the deadline.
+
 Connections are kept alive per (scheme, host, port) when the response was
 read to its end (Content-Length or chunked, HTTP/1.1, no `Connection: close`),
-for `IDLE_SECONDS` (aiohttp's keep-alive time), at most `MAX_IDLE` of them (the
-least recently used go first; aiohttp kept every one, which after a fan-out to
-thousands of hosts can run into the usual limit of 1,024 open files). A request
+framed one way only (not both Transfer-Encoding and Content-Length), nothing
+followed it, and the whole request had gone out (after an early answer the
+peer may still read our body), for `IDLE_SECONDS` (aiohttp's keep-alive time),
+at most `MAX_IDLE` of them (the least recently used go first; aiohttp kept
+every one, which after a fan-out to thousands of hosts can run into the usual
+limit of 1,024 open files). A connection given up is aborted, not closed: a
+peer that stops reading cannot keep the socket open. A request
 on a reused connection that the peer closed before answering is sent once
 more on a new one (a receiver dedupes deliveries by activity id).
 """
@@ -29,6 +40,7 @@ more on a new one (a receiver dedupes deliveries by activity id).
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -37,13 +49,17 @@ from dataclasses import dataclass
 
 from fedi.netguard import GuardedResolver
 
-MAX_HEAD = 65_536  # status line + headers
+MAX_HEAD = 65_536  # status line + headers, with any interim responses and trailers
+MAX_HEADERS = 100  # http.client's limit; more only costs us CPU
 IDLE_SECONDS = 15.0
 MAX_IDLE = 256
 DNS_SECONDS = 10.0  # aiohttp's ttl_dns_cache
 HAPPY_EYEBALLS_SECONDS = 0.25  # aiohttp's happy_eyeballs_delay
 _NO_BODY = frozenset({204, 304})
-_CTL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: .*)?")
+_FIELD_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):(.*)")  # token ":" value (no CTL: checked first)
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than HTAB, in a line without its CRLF
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")  # size [; extensions]
 
 
 class BadResponse(Exception):
@@ -74,24 +90,28 @@ class Response:
 
 
 def _parse_head(head: bytes) -> tuple[int, bool, dict[str, str]]:
-    """Status, whether the peer speaks HTTP/1.1 (else 1.0), and the headers of a response head."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise BadResponse("undecodable head") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0") or len(parts[1]) != 3 or not parts[1].isdigit():
+    """Status, whether the peer speaks HTTP/1.1 (else 1.0), and the headers of a response head.
+
+    obs-fold is refused (a line starting with whitespace is no field line): no
+    peer we deliver to folds, and refusing is the safe reading of RFC 9112 §5.2.
+    """
+    lines = head.decode("latin-1").split("\r\n")  # every byte decodes; names are checked to be ASCII tokens
+    if _CTL.search("".join(lines)):  # RFC 9110 §5.5: CR, LF, NUL in a value are invalid and dangerous
+        raise BadResponse("control character in head")
+    status = _STATUS_LINE.fullmatch(lines[0])
+    if status is None:
         raise BadResponse("bad status line")
+    if len(lines) > MAX_HEADERS + 1:
+        raise BadResponse("too many headers")
     headers: dict[str, str] = {}
     for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or any(c in _CTL for c in name):
+        field = _FIELD_LINE.fullmatch(line)
+        if field is None:
             raise BadResponse("bad header line")
-        key = name.lower()
-        value = value.strip(" \t")
+        key = field[1].lower()
+        value = field[2].strip(" \t")
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return int(parts[1]), parts[0] == "HTTP/1.1", headers
+    return int(status[2]), status[1] == "1", headers
 
 
 class _Connection(asyncio.Protocol):
@@ -109,6 +129,7 @@ class _Connection(asyncio.Protocol):
         self._buf = bytearray()
         self._limit = limit
         self._state = "head"
+        self._head_left = MAX_HEAD  # head bytes still allowed: interim responses and trailers count too
         self._got_bytes = False
         self._status = 0
         self._keep = False
@@ -151,11 +172,12 @@ class _Connection(asyncio.Protocol):
             if self._state == "head":
                 end = self._buf.find(b"\r\n\r\n")
                 if end < 0:
-                    if len(self._buf) > MAX_HEAD:
+                    if len(self._buf) > self._head_left:
                         raise BadResponse("response head too large")
                     return
-                if end > MAX_HEAD:
+                if end + 4 > self._head_left:
                     raise BadResponse("response head too large")
+                self._head_left -= end + 4
                 status, http11, headers = _parse_head(bytes(self._buf[:end]))
                 del self._buf[: end + 4]
                 if 100 <= status < 200:
@@ -166,16 +188,17 @@ class _Connection(asyncio.Protocol):
                 self._keep = http11 and "close" not in headers.get("connection", "").lower()
                 coding = headers.get("transfer-encoding")
                 if status in _NO_BODY:
-                    self._finish(keep=self._keep)
+                    self._finish(keep=self._keep and not self._buf)
                     return
                 if coding is not None:
-                    if coding.lower().rsplit(",", 1)[-1].strip() != "chunked":
-                        self._state, self._keep = "until_close", False
-                    else:
-                        self._state = "chunk_size"
+                    # RFC 9112 §6.3: chunked last means chunked, else the body runs to the close; with a
+                    # Content-Length too, Transfer-Encoding wins but the connection is not trusted again.
+                    chunked = coding.lower().rsplit(",", 1)[-1].strip(" \t") == "chunked"
+                    self._state = "chunk_size" if chunked else "until_close"
+                    self._keep = self._keep and chunked and "content-length" not in headers
                 elif "content-length" in headers:
-                    length = headers["content-length"]
-                    if not length.isdigit() or len(length) > 15:
+                    length = headers["content-length"]  # repeated ones were joined: "5, 5" is refused too
+                    if not (length.isascii() and length.isdigit()) or len(length) > 15:
                         raise BadResponse("bad Content-Length")
                     self._remaining = int(length)
                     self._state = "length"
@@ -198,14 +221,11 @@ class _Connection(asyncio.Protocol):
                     if len(self._buf) > 1024:
                         raise BadResponse("bad chunk size")
                     return
-                size = bytes(self._buf[:end]).split(b";", 1)[0].strip()
-                del self._buf[: end + 2]
-                try:
-                    self._remaining = int(size, 16)
-                except ValueError:
-                    raise BadResponse("bad chunk size") from None
-                if self._remaining < 0 or len(size) > 15:
+                line = _CHUNK_LINE.fullmatch(self._buf, 0, end)
+                if line is None:
                     raise BadResponse("bad chunk size")
+                self._remaining = int(line[1], 16)
+                del self._buf[: end + 2]
                 self._state = "chunk" if self._remaining else "trailers"
                 continue
             if self._state == "chunk":
@@ -233,13 +253,20 @@ class _Connection(asyncio.Protocol):
             if self._state == "trailers":
                 end = self._buf.find(b"\r\n")
                 if end < 0:
-                    if len(self._buf) > MAX_HEAD:
+                    if len(self._buf) > self._head_left:
                         raise BadResponse("trailers too large")
                     return
-                del self._buf[: end + 2]
                 if end == 0:  # the empty line after the (ignored) trailers
+                    del self._buf[:2]
                     self._finish(keep=self._keep and not self._buf)
                     return
+                self._head_left -= end + 2
+                if self._head_left < 0:
+                    raise BadResponse("trailers too large")
+                trailer = bytes(self._buf[:end]).decode("latin-1")
+                if _CTL.search(trailer) or _FIELD_LINE.fullmatch(trailer) is None:
+                    raise BadResponse("bad trailer line")
+                del self._buf[: end + 2]
                 continue
             if self._state == "until_close":
                 self._keep_body(self._buf)
@@ -270,19 +297,25 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes, read_limit: int) -> tuple[Response, bool]:
         """Send one request; the response and whether the connection may be reused."""
         assert self.transport is not None
+        if not self.usable:  # the peer hung up before we wrote: a write now would wait for the deadline
+            raise Disconnected(fresh=True)
         loop = asyncio.get_running_loop()
         self._reset(read_limit)
         self._waiter = loop.create_future()
         self.transport.write(request)
         try:
-            return await self._waiter
+            response, keep = await self._waiter
         finally:
             self._waiter = None
+        # Answered before all of the request went out: the peer may still be reading (or ignoring) the rest.
+        return response, keep and not self.transport.get_write_buffer_size()
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            # abort(), not close(): close() keeps the socket until unsent request bytes are written,
+            # which is never for a peer that stopped reading.
+            self.transport.abort()
 
     @property
     def usable(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 
@@ -188,6 +189,27 @@ async def test_idle_connection_closed_by_the_peer_is_replaced(peers, client: Htt
     (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
     (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "unexpected protocol switch"),
     (b"HTTP/1.1 202 Accepted\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", "response head too large"),
+    # Digits only in ASCII: int() would raise on these and kill the protocol callback.
+    ("HTTP/1.1 2\u00b22 Accepted\r\nContent-Length: 0\r\n\r\n".encode("latin-1"), "bad status line"),
+    ("HTTP/1.1 202 Accepted\r\nContent-Length: \u00b9\r\n\r\n".encode("latin-1"), "bad Content-Length"),
+    (b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", "bad status line"),  # invalid code, not "other 4xx"
+    (b"HTTP/1.1 202 Accepted\r\nContent-Length: 5, 6\r\n\r\nabcde", "bad Content-Length"),
+    # RFC 9110 §5.5: CR, LF or NUL in a field value; bare LF is a line end to some parsers.
+    (b"HTTP/1.1 202 Accepted\r\nX: a\nContent-Length: 0\r\n\r\n", "control character in head"),
+    (b"HTTP/1.1 202 Accepted\r\nX: a\rContent-Length: 0\r\n\r\n", "control character in head"),
+    (b"HTTP/1.1 202 Accepted\r\nX: a\x00\r\nContent-Length: 0\r\n\r\n", "control character in head"),
+    (b"HTTP/1.1 202 Accepted\r\nX: a\r\n folded\r\nContent-Length: 0\r\n\r\n", "bad header line"),  # obs-fold
+    (b"HTTP/1.1 202 Accepted\r\nX(y): a\r\nContent-Length: 0\r\n\r\n", "bad header line"),
+    (b"HTTP/1.1 202 Accepted\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"Content-Length: 0\r\n\r\n",
+     "too many headers"),
+    # Endless interim responses or trailers share the head's budget instead of looping until the deadline.
+    (b"HTTP/1.1 100 Continue\r\n\r\n" * 3000 + ok(), "response head too large"),
+    (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + b"A: b\r\n" * 12_000 + b"\r\n",
+     "trailers too large"),
+    (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nHTTP/1.1 200 OK\r\n\r\n", "bad trailer line"),
+    # chunk-size is 1*HEXDIG (RFC 9112 §7.1), not whatever int(_, 16) takes.
+    *[(b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nhello\r\n0\r\n\r\n", "bad chunk size")
+      for size in (b"0x5", b"0_5", b"+5", b" 5", b"5;a\nb")],
 ])
 async def test_bad_responses_are_errors(peers, client: HttpClient, answer: bytes, reason: str) -> None:
     peer = await peers(answer)
@@ -196,8 +218,13 @@ async def test_bad_responses_are_errors(peers, client: HttpClient, answer: bytes
     assert info.value.status is None and info.value.reason == f"request failed: {reason}"
 
 
-async def test_peer_gone_mid_answer(peers, client: HttpClient) -> None:
-    peer = await peers(b"HTTP/1.1 202 Acc", close_after=True)
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 202 Acc",
+    b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nshort",
+    b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",  # no final CRLF
+])
+async def test_peer_gone_mid_answer(peers, client: HttpClient, answer: bytes) -> None:
+    peer = await peers(answer, close_after=True)
     with pytest.raises(FetchError, match="server disconnected"):
         await client.post(peer.url(), b"{}", None)
     assert len(peer.requests) == 1  # a half-answered request is not sent again
@@ -372,3 +399,164 @@ async def test_private_destinations_refused_with_zero_connections(peers, host: s
     finally:
         await c.close()
     assert peer.connections == 0
+
+
+@pytest.mark.parametrize("first", [
+    ok(b"one"),
+    b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+])
+async def test_bytes_after_a_response_are_never_the_next_answer(peers, client: HttpClient, first: bytes) -> None:
+    """A second response sent with the first (a smuggled one) ends the connection: the next POST gets its own answer."""
+    peer = await peers(first + ok(b"smuggled"), ok(b"real"))
+    await client.post(peer.url(), b"{}", None)
+    assert (await client.post(peer.url(), b"{}", None)).excerpt == "real"
+    assert peer.connections == 2
+
+
+async def test_transfer_encoding_with_content_length_is_not_reused(peers, client: HttpClient) -> None:
+    """Both framings (RFC 9112 §6.3): chunked wins, and the connection is not trusted for another request."""
+    both = b"HTTP/1.1 202 Accepted\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    peer = await peers(both, ok())
+    assert (await client.post(peer.url(), b"{}", None)).excerpt == "hello"
+    assert (await client.post(peer.url(), b"{}", None)).status == 202
+    assert peer.connections == 2
+
+
+async def test_only_exact_chunked_is_chunked(peers, client: HttpClient) -> None:
+    """`chunked` followed by a non-breaking space is an unknown coding: the body runs to the close (RFC 9112 §6.3)."""
+    raw = b"3\r\none\r\n0\r\n\r\n"
+    peer = await peers(b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\xa0\r\n\r\n" + raw, close_after=True)
+    assert (await client.post(peer.url(), b"{}", None)).excerpt == raw.decode()
+
+
+class _Recording(fedi.http_post._Connection):  # noqa: SLF001
+    """A connection that notes when its socket is really gone."""
+
+    lost: list[fedi.http_post._Connection] = []  # noqa: SLF001
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _Recording.lost.append(self)
+        super().connection_lost(exc)
+
+
+class _AnswersEarly(_PeerProtocol):
+    """The first connection answers 413 as soon as a request head arrives and never reads the rest."""
+
+    answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.early = self.peer.connections == 1
+
+    def data_received(self, data: bytes) -> None:
+        if not self.early:
+            super().data_received(data)
+        elif not self.answered:
+            self.answered = True
+            self.transport.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+            self.transport.pause_reading()
+
+
+async def test_answer_before_the_request_went_out_is_not_reused(client: HttpClient,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An early 413 while our body is still queued: the peer may yet read it as a request, so the connection goes."""
+    monkeypatch.setattr(fedi.http_post, "_Connection", _Recording)
+    monkeypatch.setattr(_Recording, "lost", [])
+    peer = Peer([])
+    peer.server = await asyncio.get_running_loop().create_server(lambda: _AnswersEarly(peer), "127.0.0.1", 0)
+    try:
+        big = b"x" * 16_000_000  # more than the kernel buffers: part of it is still ours to send
+        assert (await client.post(peer.url(), big, None)).status == 413
+        await asyncio.sleep(0.05)
+        assert len(_Recording.lost) == 1, "the socket with unsent bytes was kept (reused, or closed only once drained)"
+        assert (await client.post(peer.url(), b"{}", None)).status == 202
+        assert peer.connections == 2
+    finally:
+        peer.server.close()
+
+
+async def test_a_peer_that_stops_reading_does_not_keep_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the deadline the socket goes at once, not when the peer has read our unsent bytes (never)."""
+    monkeypatch.setattr(fedi.http_post, "_Connection", _Recording)
+    monkeypatch.setattr(_Recording, "lost", [])
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Stalled(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    c = HttpClient(FederationConfig(allow_private_networks=("127.0.0.0/8",), request_timeout_seconds=0.3), "t")
+    await c.start()
+    try:
+        with pytest.raises(FetchError, match="timed out"):
+            await c.post(f"http://127.0.0.1:{port}/inbox", b"x" * 16_000_000, None)
+        await asyncio.sleep(0.05)
+        assert len(_Recording.lost) == 1
+    finally:
+        await c.close()
+        server.close()
+
+
+class _Stalled(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+
+
+async def test_trickling_peer_is_ended_by_the_deadline() -> None:
+    """A head, then one body byte every 20 ms of a megabyte: the deadline ends it (D7)."""
+    loop = asyncio.get_running_loop()
+
+    class Trickle(asyncio.Protocol):
+        drip: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.Transport, transport)
+
+        def data_received(self, data: bytes) -> None:  # the request (or its first part): start answering
+            if self.drip is None:
+                self.transport.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 1000000\r\n\r\n")
+                self.more()
+
+        def more(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(b"x")
+                self.drip = loop.call_later(0.02, self.more)
+
+    server = await loop.create_server(Trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    c = HttpClient(FederationConfig(allow_private_networks=("127.0.0.0/8",), request_timeout_seconds=0.3), "t")
+    await c.start()
+    started = loop.time()
+    try:
+        with pytest.raises(FetchError, match="timed out"):
+            await c.post(f"http://127.0.0.1:{port}/inbox", b"{}", None)
+        assert loop.time() - started < 1.0
+    finally:
+        await c.close()
+        server.close()
+
+
+async def test_connection_closed_before_the_request_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that hangs up right after accepting: an error now, not a wait for the whole deadline."""
+    loop = asyncio.get_running_loop()
+
+    class Hangup(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transport.close()
+
+    server = await loop.create_server(Hangup, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    poster = fedi.http_post.Poster(_TwoAddresses("127.0.0.1"))
+    dial = poster._dial  # noqa: SLF001
+
+    async def dial_then_wait(key, address, tls):  # type: ignore[no-untyped-def]
+        conn = await dial(key, address, tls)
+        await asyncio.sleep(0.1)  # the hang-up is seen before the request is written (as in a happy-eyeballs race)
+        return conn
+
+    monkeypatch.setattr(poster, "_dial", dial_then_wait)
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    try:
+        with pytest.raises(fedi.http_post.Disconnected):
+            await asyncio.wait_for(poster.post("http", "one.test", port, False, request, 100), 1)
+    finally:
+        await poster.close()
+        server.close()
