@@ -121,6 +121,15 @@ async def publish(
         tx.after_commit.append(ctx.wake_delivery)
 
 
+async def _undo(ctx: Context, tx: Tx, account: Row, original: tuple[str, str, str], inboxes: set[str]) -> None:
+    """Withdraw one of our earlier activities, given as (its id, its type, its object), as we sent it."""
+    uri, kind, obj = original
+    row_id, activity = new_activity(
+        ctx, tx, "Undo", account, {"id": uri, "type": kind, "actor": account["uri"], "object": obj}
+    )
+    await publish(ctx, tx, account, activity, inboxes, row_id=row_id)
+
+
 def new_activity(ctx: Context, tx: Tx, kind: str, actor: Row, obj: Any, **extra: Any) -> tuple[int, dict[str, Any]]:
     row_id = tx.new_id()
     return row_id, {"id": urls.activity(ctx.base_url, row_id), "type": kind, "actor": actor["uri"], "object": obj, **extra}
@@ -393,9 +402,7 @@ async def unfollow(ctx: Context, account: Row, target: Row) -> None:
             (target["id"], account["id"]),
         )
         if target["domain"] is not None:
-            follow_obj = {"id": row["uri"], "type": "Follow", "actor": account["uri"], "object": target["uri"]}
-            row_id, activity = new_activity(ctx, tx, "Undo", account, follow_obj)
-            await publish(ctx, tx, account, activity, {target["inbox_url"]}, row_id=row_id)
+            await _undo(ctx, tx, account, (row["uri"], "Follow", target["uri"]), {target["inbox_url"]})
 
 
 async def answer_follow_request(ctx: Context, account: Row, follower: Row, accept: bool) -> None:
@@ -459,9 +466,7 @@ async def unfavourite(ctx: Context, account: Row, status_id: int) -> None:
             return
         await tx.execute("DELETE FROM favourites WHERE id = ?", (fav["id"],))
         if author["domain"] is not None:
-            like = {"id": fav["uri"], "type": "Like", "actor": account["uri"], "object": status["uri"]}
-            row_id, activity = new_activity(ctx, tx, "Undo", account, like)
-            await publish(ctx, tx, account, activity, {author["inbox_url"]}, row_id=row_id)
+            await _undo(ctx, tx, account, (fav["uri"], "Like", status["uri"]), {author["inbox_url"]})
 
 
 async def reblog(ctx: Context, account: Row, status_id: int) -> Row:
@@ -507,12 +512,10 @@ async def unreblog(ctx: Context, account: Row, status_id: int) -> None:
         await tx.execute("UPDATE statuses SET deleted_at = ? WHERE id = ?", (now(), boost["id"]))
         await tx.execute("DELETE FROM home_feed WHERE status_id = ?", (boost["id"],))
         tx.publish("status.deleted", status_id=boost["id"], account_id=account["id"])
-        announce = {"id": boost["uri"], "type": "Announce", "actor": account["uri"], "object": status["uri"]}
-        row_id, activity = new_activity(ctx, tx, "Undo", account, announce)
         inboxes = await _follower_inboxes(tx, account["id"])
         if author["domain"] is not None and (inbox := _inbox(author)):
             inboxes.add(inbox)
-        await publish(ctx, tx, account, activity, inboxes, row_id=row_id)
+        await _undo(ctx, tx, account, (boost["uri"], "Announce", status["uri"]), inboxes)
 
 
 async def block(ctx: Context, account: Row, target: Row) -> None:
@@ -540,9 +543,7 @@ async def unblock(ctx: Context, account: Row, target: Row) -> None:
             return
         await tx.execute("DELETE FROM blocks WHERE id = ?", (row["id"],))
         if target["domain"] is not None:
-            blk = {"id": row["uri"], "type": "Block", "actor": account["uri"], "object": target["uri"]}
-            row_id, activity = new_activity(ctx, tx, "Undo", account, blk)
-            await publish(ctx, tx, account, activity, {target["inbox_url"]}, row_id=row_id)
+            await _undo(ctx, tx, account, (row["uri"], "Block", target["uri"]), {target["inbox_url"]})
 
 
 async def update_profile(ctx: Context, account: Row, *, display_name: str | None = None,
