@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from fedi.api import entities
 from fedi.api.auth import optional, require
-from fedi.api.paging import Page, page_from, paged_json
+from fedi.api.owned import own_row
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import read_params
 from fedi.context import CTX, Context
 from fedi.db import Row
-from fedi.errors import HttpError
 from fedi.filtering import apply_filters
 
 # Suspended authors (a blocked domain's accounts among them) appear in no timeline; silenced ones not in public ones.
 VISIBLE = ("s.deleted_at IS NULL"
            " AND NOT EXISTS (SELECT 1 FROM accounts x WHERE x.id = s.account_id AND x.suspended_at IS NOT NULL)")
 LISTED = "NOT EXISTS (SELECT 1 FROM accounts x WHERE x.id = s.account_id AND x.silenced_at IS NOT NULL)"
-
-
-async def _page(ctx: Context, sql: str, args: list[Any], page: Page, column: str = "s.id") -> list[Row]:
-    cond, cond_args, order = page.clause(column)
-    rows = await ctx.db.fetchall(f"{sql} AND {cond} ORDER BY {order} LIMIT ?", [*args, *cond_args, page.limit])
-    return page.arrange(rows)
 
 
 async def render_page(request: web.Request, ctx: Context, rows: list[Row], viewer: Row | None,
@@ -41,10 +33,10 @@ async def home(request: web.Request) -> web.Response:
     auth = await require(request, "read:statuses")
     ctx = request.app[CTX]
     page = page_from(await read_params(request))
-    rows = await _page(
-        ctx,
+    rows = await fetch_page(
+        ctx, page,
         "SELECT s.* FROM home_feed h JOIN statuses s ON s.id = h.status_id WHERE h.account_id = ? AND " + VISIBLE,
-        [auth.account["id"]], page, column="h.status_id",
+        [auth.account["id"]], column="h.status_id",
     )
     return await render_page(request, ctx, rows, auth.account, "home")
 
@@ -68,7 +60,8 @@ async def public(request: web.Request) -> web.Response:
         index = "INDEXED BY statuses_public"
     if params.bool("only_media"):
         where.append("EXISTS (SELECT 1 FROM media_attachments m WHERE m.status_id = s.id)")
-    rows = await _page(ctx, f"SELECT s.* FROM statuses s {index} WHERE " + " AND ".join(where), [], page_from(params))
+    rows = await fetch_page(ctx, page_from(params), f"SELECT s.* FROM statuses s {index} WHERE " + " AND ".join(where),
+                            column="s.id")
     return await render_page(request, ctx, rows, auth.account if auth else None, "public")
 
 
@@ -83,9 +76,10 @@ async def tag(request: web.Request) -> web.Response:
         where.append("s.local = 1")
     elif params.bool("remote"):
         where.append("s.local = 0")
-    rows = await _page(
-        ctx, "SELECT s.* FROM status_tags st JOIN statuses s ON s.id = st.status_id WHERE " + " AND ".join(where),
-        [name], page_from(params), column="st.status_id",
+    rows = await fetch_page(
+        ctx, page_from(params),
+        "SELECT s.* FROM status_tags st JOIN statuses s ON s.id = st.status_id WHERE " + " AND ".join(where),
+        [name], column="st.status_id",
     )
     return await render_page(request, ctx, rows, auth.account if auth else None, "public")
 
@@ -94,17 +88,12 @@ async def list_timeline(request: web.Request) -> web.Response:
     """GET /api/v1/timelines/list/{id}: home-feed statuses by the list's members."""
     auth = await require(request, "read:lists")
     ctx = request.app[CTX]
-    list_id = request.match_info["id"]
-    owned = await ctx.db.fetchone(
-        "SELECT id FROM lists WHERE id = ? AND account_id = ?", (int(list_id) if list_id.isdigit() else -1, auth.account["id"])
-    )
-    if owned is None:
-        raise HttpError(404, "Record not found")
-    rows = await _page(
-        ctx,
+    owned = await own_row(ctx, "lists", request.match_info["id"], auth.account["id"])
+    rows = await fetch_page(
+        ctx, page_from(await read_params(request)),
         "SELECT s.* FROM home_feed h JOIN statuses s ON s.id = h.status_id WHERE h.account_id = ? AND " + VISIBLE
         + " AND s.account_id IN (SELECT account_id FROM list_accounts WHERE list_id = ?)",
-        [auth.account["id"], owned["id"]], page_from(await read_params(request)), column="h.status_id",
+        [auth.account["id"], owned["id"]], column="h.status_id",
     )
     return await render_page(request, ctx, rows, auth.account, "home")
 
