@@ -14,7 +14,7 @@ from actors.remote import ActorError, get_actor
 from actors.webfinger import resolve_handle
 from fedi.api import entities
 from fedi.api.auth import Auth, optional, require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
@@ -185,11 +185,7 @@ async def statuses(request: web.Request) -> web.Response:
         where.append("EXISTS (SELECT 1 FROM status_tags st JOIN tags t ON t.id = st.tag_id"
                      " WHERE st.status_id = s.id AND t.name = ?)")
         args.append(tagged.lower().removeprefix("#"))
-    cond, cond_args, order = page.clause("s.id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT s.* FROM statuses s WHERE {' AND '.join(where)} AND {cond} ORDER BY {order} LIMIT ?",
-        [*args, *cond_args, page.limit],
-    ))
+    rows = await fetch_page(ctx, page, f"SELECT s.* FROM statuses s WHERE {' AND '.join(where)}", args, "s.id")
     body = await entities.statuses(ctx, rows, viewer)
     return paged_json(request, body, [r["id"] for r in rows])
 
@@ -200,13 +196,9 @@ async def _follow_page(request: web.Request, mine: str, theirs: str) -> web.Resp
     ctx = request.app[CTX]
     target = await find_account(ctx, request.match_info["id"])
     page = page_from(await read_params(request), default=40, maximum=80)
-    cond, cond_args, order = page.clause("f.id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT f.id AS follow_id, a.* FROM follows f JOIN accounts a ON a.id = f.{theirs}"
-        f" WHERE f.{mine} = ? AND f.state = 'accepted' AND a.suspended_at IS NULL AND {cond}"
-        f" ORDER BY {order} LIMIT ?",
-        [target["id"], *cond_args, page.limit],
-    ))
+    rows = await fetch_page(
+        ctx, page, f"SELECT f.id AS follow_id, a.* FROM follows f JOIN accounts a ON a.id = f.{theirs}"
+        f" WHERE f.{mine} = ? AND f.state = 'accepted' AND a.suspended_at IS NULL", [target["id"]], "f.id")
     return await account_list(request, ctx, rows, "follow_id")
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from fedi.api import entities
 from fedi.api.admin_accounts import admin_accounts
 from fedi.api.auth import require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
@@ -74,11 +74,7 @@ async def index(request: web.Request) -> web.Response:
         if raw:
             where.append(f"{column} = ?")
             args.append(int(raw) if raw.isdigit() else -1)
-    cond, cond_args, order = page.clause("id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT * FROM reports WHERE {' AND '.join(where)} AND {cond} ORDER BY {order} LIMIT ?",
-        [*args, *cond_args, page.limit],
-    ))
+    rows = await fetch_page(ctx, page, f"SELECT * FROM reports WHERE {' AND '.join(where)}", args)
     return paged_json(request, await admin_reports(ctx, rows, auth.account), [r["id"] for r in rows])
 
 

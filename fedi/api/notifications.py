@@ -15,7 +15,7 @@ from aiohttp import web
 
 from fedi.api import entities
 from fedi.api.auth import require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
@@ -105,9 +105,7 @@ async def index(request: web.Request) -> web.Response:
     params = await read_params(request)
     page = page_from(params, default=40, maximum=80)
     sql, args = _selection(params, auth.account["id"])
-    cond, cond_args, order = page.clause("n.id")
-    rows = page.arrange(await ctx.db.fetchall(f"{sql} AND {cond} ORDER BY {order} LIMIT ?",
-                                              [*args, *cond_args, page.limit]))
+    rows = await fetch_page(ctx, page, sql, args, "n.id")
     return paged_json(request, await render(ctx, rows, auth.account), [r["id"] for r in rows])
 
 

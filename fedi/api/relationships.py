@@ -22,7 +22,7 @@ from fedi.api.respond import json_response
 from fedi.clock import iso, now
 from fedi.context import CTX, Context
 from fedi.db import Row
-from fedi.errors import HttpError
+from fedi.errors import Handler, HttpError, refusing
 from fedi.jsonutil import loads_strict
 from outbox import actions, social
 from outbox.actions import ActionError
@@ -117,18 +117,21 @@ async def familiar_followers(request: web.Request) -> web.Response:
 Verb = Callable[[Context, Row, Row, Params], Awaitable[None]]
 
 
-def _verb(scope: str, action: Verb) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _refused(exc: ActionError) -> HttpError:
+    """The action's own status and message, without the `Validation failed:` prefix statuses' verbs add."""
+    return HttpError(exc.status, str(exc))
+
+
+def _verb(scope: str, action: Verb) -> Handler:
     """A POST /api/v1/accounts/{id}/<verb> handler: scope check, target, action, new Relationship."""
 
+    @refusing(ActionError, _refused)
     async def handler(request: web.Request) -> web.Response:
         auth = await require(request, scope)
         ctx = request.app[CTX]
         target = await find_account(ctx, request.match_info["id"])
         params = await read_params(request)
-        try:
-            await action(ctx, auth.account, target, params)
-        except ActionError as exc:
-            raise HttpError(exc.status, str(exc)) from None
+        await action(ctx, auth.account, target, params)
         return await _relationship(ctx, auth.account, target)
 
     handler.__doc__ = action.__doc__

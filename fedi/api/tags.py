@@ -14,7 +14,7 @@ from aiohttp import web
 
 from actors import urls
 from fedi.api.auth import authenticate, require
-from fedi.api.paging import page_from, paged_json
+from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
@@ -113,10 +113,9 @@ async def followed(request: web.Request) -> web.Response:
     auth = await require(request, "read:follows")
     ctx = request.app[CTX]
     page = page_from(await read_params(request), default=100, maximum=200)
-    cond, args, order = page.clause("ft.tag_id")
-    rows = page.arrange(await ctx.db.fetchall(
-        f"SELECT t.id, t.name FROM followed_tags ft JOIN tags t ON t.id = ft.tag_id WHERE ft.account_id = ? AND {cond}"
-        f" ORDER BY {order} LIMIT ?", [auth.account["id"], *args, page.limit]))
+    rows = await fetch_page(
+        ctx, page, "SELECT t.id, t.name FROM followed_tags ft JOIN tags t ON t.id = ft.tag_id WHERE ft.account_id = ?",
+        [auth.account["id"]], "ft.tag_id")
     return paged_json(request, await tag_entities(ctx, rows, auth.account), [r["id"] for r in rows])
 
 
