@@ -28,6 +28,8 @@ class InstanceConfig:
     description: str = "A fedi instance"
     contact_email: str = ""
     registrations: str = "closed"
+    #: The server's rules, in order; rule N (from 1) is the one reports name as rule_ids N.
+    rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class FederationConfig:
     delivery_max_age_seconds: int = 7 * 86_400
     delivery_first_retry_seconds: int = 60
 
+
+MAX_RULES, MAX_RULE_CHARS = 100, 1000
 
 #: "auto" never starts more delivery processes than this, however many cores there are.
 MAX_AUTO_DELIVERY_PROCESSES = 8
@@ -177,6 +181,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"[instance] domain {inst.domain!r} is not a host[:port]")
     if inst.registrations not in ("open", "approval", "closed"):
         raise ConfigError("[instance] registrations must be \"open\", \"approval\" or \"closed\"")
+    if len(inst.rules) > MAX_RULES or not all(rule.strip() and len(rule) <= MAX_RULE_CHARS for rule in inst.rules):
+        raise ConfigError(f"[instance] rules: at most {MAX_RULES}, each a non-empty text of at most {MAX_RULE_CHARS} characters")
     if config.moderation.domain_blocks_visibility not in ("all", "users", "admins"):
         raise ConfigError("[moderation] domain_blocks_visibility must be \"all\", \"users\" or \"admins\"")
     if not config.media.path.strip():

@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from actors.local import create_local_account, get_local_account
 from actors.remote import get_actor
 from actors.webfinger import resolve_handle
+from fedi.config import ConfigError, config_from_dict
 from fedi.moderation.blocks import BlockSpec, create_block
 from fedi.moderation.keyword_rules import check_rules
 from outbox import actions
@@ -52,6 +55,36 @@ async def follow(inst: Instance, name: str, target: Instance, target_name: str) 
 
 async def post(inst: Instance, name: str, text: str) -> Any:
     return await actions.create_status(inst.ctx, await local(inst, name), PostRequest(text=text))
+
+
+async def test_instance_rules_and_reports_that_name_them(network: Network) -> None:
+    rules = ["Be kind.", "No spam.", "Mark sensitive media."]
+    alpha = await network.add("alpha.test", instance={"rules": rules})
+    admin = await admin_token(alpha)
+    alice = await user_token(alpha, "alice")
+    await user_token(alpha, "bob")
+    bob_row = await local(alpha, "bob")
+    expected = [{"id": str(n), "text": text, "hint": ""} for n, text in enumerate(rules, start=1)]
+    for path in ("/api/v1/instance/rules", "/api/v1/instance", "/api/v2/instance"):
+        code, body, _ = await call(alpha, "GET", path, None)
+        assert code == 200 and (body if path.endswith("rules") else body["rules"]) == expected, path
+    for rule_ids in (["4"], ["0"], ["2", "9"]):  # not this server's rules: refused, nothing stored
+        code, err, _ = await call(alpha, "POST", "/api/v1/reports", alice, json={
+            "account_id": str(bob_row["id"]), "category": "violation", "rule_ids": rule_ids})
+        assert code == 422 and "rule_ids" in err["error"], rule_ids
+    assert await count(alpha, "SELECT count(*) FROM reports") == 0
+    code, report, _ = await call(alpha, "POST", "/api/v1/reports", alice, json={
+        "account_id": str(bob_row["id"]), "category": "violation", "rule_ids": ["2", "3"]})
+    assert code == 200 and report["rule_ids"] == ["2", "3"]
+    code, one, _ = await call(alpha, "GET", f"/api/v1/admin/reports/{report['id']}", admin)
+    assert code == 200 and one["rules"] == expected[1:]
+
+
+def test_rules_in_config_are_checked() -> None:
+    for bad in ([""], ["   "], ["x" * 1001], ["ok"] * 101, "Be kind.", [1]):
+        with pytest.raises(ConfigError):
+            config_from_dict({"instance": {"rules": bad}})
+    assert config_from_dict({"instance": {"rules": ["Be kind."]}}).instance.rules == ("Be kind.",)
 
 
 async def test_local_report_bad_input_and_admin_review(network: Network) -> None:
@@ -117,7 +150,8 @@ async def test_local_report_bad_input_and_admin_review(network: Network) -> None
 
 
 async def test_forwarded_report_arrives_as_flag(network: Network) -> None:
-    alpha, beta = await network.add("alpha.test"), await network.add("beta.test")
+    alpha = await network.add("alpha.test", instance={"rules": ["No spam."]})
+    beta = await network.add("beta.test")
     alice = await user_token(alpha, "alice")
     beta_admin = await admin_token(beta)
     await create_local_account(beta.ctx.db, beta.base, "bob", "password123")

@@ -39,6 +39,12 @@ async def admin_reports(ctx: Context, rows: list[Row], viewer: Row) -> list[dict
     ) if status_ids else []
     statuses = {int(s["id"]): s for s in await entities.statuses(ctx, status_rows, viewer)}
 
+    rules = entities.rules(ctx)
+
+    def reporter_local(r: Row) -> bool:
+        reporter = accounts.get(r["account_id"])
+        return reporter is not None and reporter["domain"] is None
+
     def one(r: Row) -> dict[str, Any]:
         return {
             "id": str(r["id"]),
@@ -55,7 +61,9 @@ async def admin_reports(ctx: Context, rows: list[Row], viewer: Row) -> list[dict
             "action_taken_by_account": accounts.get(r["action_taken_by_account_id"])
             if r["action_taken_by_account_id"] else None,
             "statuses": [statuses[i] for i in loads_strict(r["status_ids_json"]) if i in statuses],
-            "rules": [],
+            # A local reporter's rule ids name this server's rules; a remote Flag's name its sender's.
+            "rules": [rules[i - 1] for i in loads_strict(r["rule_ids_json"]) if 0 < i <= len(rules)]
+            if reporter_local(r) else [],
         }
 
     return [one(r) for r in rows]

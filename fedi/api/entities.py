@@ -38,6 +38,11 @@ def _iso_date(ts: float) -> str:
     return _midnight(int(ts // 86400))
 
 
+def rules(ctx: Context) -> list[dict[str, Any]]:
+    """The server's Rule entities, from `[instance] rules`: ids are positions, so reports keep naming the same rule."""
+    return [{"id": str(n), "text": text, "hint": ""} for n, text in enumerate(ctx.config.instance.rules, start=1)]
+
+
 def acct(ctx: Context, row: Row) -> str:
     return row["username"] if row["domain"] is None else f"{row['username']}@{row['domain']}"
 

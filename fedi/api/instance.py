@@ -8,6 +8,7 @@ from aiohttp import web
 
 from actors.nodeinfo import LOCAL_POSTS
 from fedi import __version__
+from fedi.api import entities
 from fedi.api.respond import json_response
 from fedi.context import CTX, Context
 
@@ -85,7 +86,7 @@ async def instance_v1(request: web.Request) -> web.Response:
         "invites_enabled": False,
         "configuration": {k: v for k, v in config.items() if k in ("accounts", "statuses", "media_attachments", "polls")},
         "contact_account": contact["account"],
-        "rules": [],
+        "rules": entities.rules(ctx),
     })
 
 
@@ -113,8 +114,13 @@ async def instance_v2(request: web.Request) -> web.Response:
                           "message": None, "url": None, "min_age": None, "reason_required": False},
         "api_versions": {"mastodon": 2},
         "contact": await _contact(ctx),
-        "rules": [],
+        "rules": entities.rules(ctx),
     })
+
+
+async def instance_rules(request: web.Request) -> web.Response:
+    """GET /api/v1/instance/rules"""
+    return json_response(entities.rules(request.app[CTX]))
 
 
 async def empty_list(request: web.Request) -> web.Response:
@@ -154,7 +160,8 @@ def setup(app: web.Application) -> None:
         r.add_get(path, instance_v2)
     r.add_get("/api/v1/instance/peers", peers)
     r.add_get("/api/v1/instance/activity", activity)
-    for path in ("/api/v1/instance/rules", "/api/v1/custom_emojis", "/api/v1/announcements", "/api/v1/trends",
+    r.add_get("/api/v1/instance/rules", instance_rules)
+    for path in ("/api/v1/custom_emojis", "/api/v1/announcements", "/api/v1/trends",
                  "/api/v1/trends/tags", "/api/v1/trends/statuses", "/api/v1/trends/links", "/api/v2/suggestions",
                  "/api/v1/suggestions"):
         r.add_get(path, empty_list)

@@ -80,6 +80,8 @@ async def create(request: web.Request) -> web.Response:
     comment = params.str("comment", "", max_length=MAX_COMMENT) or ""
     rule_ids = _ids(params, "rule_ids", MAX_RULE_IDS)
     category = params.str("category", max_length=20) or ("violation" if rule_ids else "other")
+    if category == "violation" and not all(1 <= i <= len(ctx.config.instance.rules) for i in rule_ids):
+        raise _invalid("rule_ids must name this server's rules (GET /api/v1/instance/rules)")
     target = await find_account(ctx, raw_account)
     statuses = await _statuses(ctx, auth.account, target, _ids(params, "status_ids", MAX_STATUSES))
     req = ReportRequest(target, tuple(s["id"] for s in statuses), comment, category,
