@@ -18,7 +18,7 @@ import pytest
 
 from actors.local import get_local_account
 from actors.remote import get_actor
-from fedi.db import NEW_ID, Database
+from fedi.db import CHECKPOINT_ROWS, NEW_ID, Database
 from fedi.jsonutil import JsonError, loads_strict
 from fedi.origin import _general, origin
 from inbox.worker import InboxWorker
@@ -153,6 +153,51 @@ async def test_submissions_wait_for_an_open_write_transaction(db: Database) -> N
     await writer
     assert await pending == 1
     assert await db.fetchval("SELECT count(*) FROM inbox_activities") == 2
+
+
+async def test_another_process_holding_the_lock_does_not_stop_the_loop(db: Database) -> None:
+    """The writer runs on the event loop: while another connection (the CLI, a delivery process)
+    holds SQLite's write lock, our writes wait without blocking the loop, then go through."""
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        queued = asyncio.ensure_future(db.submit(INSERT, (NEW_ID, "https://a.test/after-the-lock")))
+
+        async def write() -> None:
+            async with db.write() as tx:
+                await tx.execute(INSERT, (tx.new_id(), "https://a.test/tx-after-the-lock"))
+
+        writing = asyncio.ensure_future(write())
+        await asyncio.sleep(0.3)
+        assert not queued.done() and not writing.done()
+        assert ticks >= 20  # the loop kept turning while both waited for the lock
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(queued, 5) == 1
+        await asyncio.wait_for(writing, 5)
+    finally:
+        ticking.cancel()
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+    assert _outside(db.path, "SELECT count(*) FROM inbox_activities") == [(2,)]
+
+
+async def test_checkpoints_run_off_the_loop_as_the_log_grows(db: Database) -> None:
+    for i in range(CHECKPOINT_ROWS + 10):
+        await db.submit(INSERT, (NEW_ID, f"https://a.test/many/{i}"))
+    assert db._checkpointing is not None  # started by a commit, run on the reader's thread
+    await db._checkpointing
+    busy, frames, done = _outside(db.path, "PRAGMA wal_checkpoint(PASSIVE)")[0]
+    assert busy == 0 and frames == done  # nothing left that a checkpoint could not copy
 
 
 async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
