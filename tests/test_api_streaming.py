@@ -11,12 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from actors.local import get_local_account
 from actors.remote import get_actor
 from actors.webfinger import resolve_handle
 from fedi.api.streaming import HUB
 from outbox import actions
 from outbox.actions import PostRequest
+from tests.api_calls import user
 from tests.api_client import REDIRECT, authorize, bearer, register_app, user_token
 from tests.harness import Instance, Network
 
@@ -24,13 +24,6 @@ STATUS_KEYS = {"id", "uri", "url", "account", "in_reply_to_id", "in_reply_to_acc
                "created_at", "edited_at", "emojis", "replies_count", "reblogs_count", "favourites_count", "reblogged",
                "favourited", "muted", "bookmarked", "pinned", "sensitive", "spoiler_text", "visibility",
                "media_attachments", "mentions", "tags", "card", "poll", "application", "language", "text", "filtered"}
-
-
-async def _user(inst: Instance, name: str, scopes: str = "read write follow push") -> tuple[str, Any]:
-    token = await user_token(inst, name, scopes)
-    row = await get_local_account(inst.ctx.db, name)
-    assert row is not None
-    return token, row
 
 
 async def _ws(inst: Instance, token: str | None = None, query: str = "", **kw: Any) -> aiohttp.ClientWebSocketResponse:
@@ -78,9 +71,9 @@ async def test_health_and_tokens_are_required(network: Network) -> None:
 
 async def test_user_stream_gets_followed_posts_and_notifications(network: Network) -> None:
     alpha = await network.add("alpha.test")
-    token, alice = await _user(alpha, "alice")
-    _, bob = await _user(alpha, "bob")
-    _, carol = await _user(alpha, "carol")
+    token, alice = await user(alpha, "alice")
+    _, bob = await user(alpha, "bob")
+    _, carol = await user(alpha, "carol")
     await actions.follow(alpha.ctx, alice, bob)
     ws = await _ws(alpha, token, "?stream=user")
     await _sync(ws)
@@ -107,7 +100,7 @@ async def test_user_stream_gets_followed_posts_and_notifications(network: Networ
 
 async def test_token_in_query_and_in_websocket_protocol(network: Network) -> None:
     alpha = await network.add("alpha.test")
-    token, alice = await _user(alpha, "alice")
+    token, alice = await user(alpha, "alice")
     by_query = await _ws(alpha, None, f"?access_token={token}&stream=public:local")
     by_protocol = await _ws(alpha, None, "?stream=public", protocols=(token,))
     assert by_protocol.protocol == token
@@ -126,8 +119,8 @@ async def test_token_in_query_and_in_websocket_protocol(network: Network) -> Non
 
 async def test_remote_post_arrives_on_public_streams(network: Network) -> None:
     alpha, beta = await network.add("alpha.test"), await network.add("beta.test")
-    token, alice = await _user(alpha, "alice")
-    _, bob = await _user(beta, "bob")
+    token, alice = await user(alpha, "alice")
+    _, bob = await user(beta, "bob")
     target = await get_actor(alpha.ctx, await resolve_handle(alpha.ctx, f"@bob@{beta.config.instance.domain}"))
     await actions.follow(alpha.ctx, alice, target)
     await network.drain()
@@ -149,7 +142,7 @@ async def test_remote_post_arrives_on_public_streams(network: Network) -> None:
 
 async def test_hashtag_subscribe_and_unsubscribe(network: Network) -> None:
     alpha = await network.add("alpha.test")
-    token, alice = await _user(alpha, "alice")
+    token, alice = await user(alpha, "alice")
     ws = await _ws(alpha, token)
     await ws.send_json({"type": "subscribe", "stream": "hashtag", "tag": "Cats"})
     await ws.send_json({"type": "subscribe", "stream": "hashtag:local", "tag": "dogs"})
@@ -172,8 +165,8 @@ async def test_hashtag_subscribe_and_unsubscribe(network: Network) -> None:
 
 async def test_edit_and_direct_streams(network: Network) -> None:
     alpha = await network.add("alpha.test")
-    token, alice = await _user(alpha, "alice")
-    _, bob = await _user(alpha, "bob")
+    token, alice = await user(alpha, "alice")
+    _, bob = await user(alpha, "bob")
     await actions.follow(alpha.ctx, alice, bob)
     ws = await _ws(alpha, token, "?stream=direct")
     await ws.send_json({"type": "subscribe", "stream": "public"})
@@ -195,9 +188,9 @@ async def test_edit_and_direct_streams(network: Network) -> None:
 
 async def test_list_stream_only_for_its_owner(network: Network) -> None:
     alpha = await network.add("alpha.test")
-    token, alice = await _user(alpha, "alice")
-    other_token, _ = await _user(alpha, "mallory")
-    _, bob = await _user(alpha, "bob")
+    token, alice = await user(alpha, "alice")
+    other_token, _ = await user(alpha, "mallory")
+    _, bob = await user(alpha, "bob")
     await actions.follow(alpha.ctx, alice, bob)
     async with alpha.ctx.db.write() as tx:
         list_id = tx.new_id()
@@ -221,10 +214,10 @@ async def test_list_stream_only_for_its_owner(network: Network) -> None:
 
 async def test_blocks_and_filters_are_applied_per_listener(network: Network) -> None:
     alpha = await network.add("alpha.test")
-    token, alice = await _user(alpha, "alice")
-    other_token, _ = await _user(alpha, "mallory")
-    _, bob = await _user(alpha, "bob")
-    _, carol = await _user(alpha, "carol")
+    token, alice = await user(alpha, "alice")
+    other_token, _ = await user(alpha, "mallory")
+    _, bob = await user(alpha, "bob")
+    _, carol = await user(alpha, "carol")
     await actions.block(alpha.ctx, alice, carol)
     async with alpha.ctx.db.write() as tx:
         for action, keyword in (("hide", "spoilers"), ("warn", "movie")):
@@ -256,8 +249,8 @@ async def test_server_sent_events(network: Network) -> None:
     alpha = await network.add("alpha.test")
     hub = alpha.app[HUB]
     hub.settings = replace(hub.settings, sse_heartbeat=0.2)
-    token, alice = await _user(alpha, "alice")
-    notify_only, _ = await _user(alpha, "nora", scopes="read:notifications")
+    token, alice = await user(alpha, "alice")
+    notify_only, _ = await user(alpha, "nora", scopes="read:notifications")
     assert alpha.session is not None
     async with alpha.session.get(alpha.url("/api/v1/streaming/user"), headers=bearer(notify_only)) as resp:
         assert resp.status == 403
@@ -297,7 +290,7 @@ async def test_revoking_a_token_closes_its_streams_within_a_second(network: Netw
     alpha = await network.add("alpha.test")
     hub = alpha.app[HUB]
     token, app = await _token_and_app(alpha, "alice")
-    other, bob = await _user(alpha, "bob")
+    other, bob = await user(alpha, "bob")
     ws = await _ws(alpha, token, "?stream=user")
     survivor = await _ws(alpha, other, "?stream=user")
     assert alpha.session is not None

@@ -8,25 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.local import get_local_account
 from actors.remote import get_actor
 from actors.webfinger import resolve_handle
 from outbox import actions
 from outbox.actions import PostRequest
-from tests.api_client import bearer, user_token
+from tests.api_calls import api, user
+from tests.api_client import user_token
 from tests.harness import Instance, Network
-
-
-async def api(inst: Instance, method: str, path: str, token: str, **kw: Any) -> tuple[int, Any]:
-    assert inst.session is not None
-    async with inst.session.request(method, inst.url(path), headers=bearer(token), **kw) as resp:
-        assert resp.content_type == "application/json", (resp.status, await resp.text())
-        return resp.status, await resp.json()
-
-
-async def user(inst: Instance, name: str, scopes: str = "read write follow push") -> tuple[str, Any]:
-    token = await user_token(inst, name, scopes)
-    return token, await get_local_account(inst.ctx.db, name)
 
 
 async def post(inst: Instance, author: Any, text: str, **kw: Any) -> int:

@@ -12,25 +12,13 @@ from typing import Any
 
 import aiohttp
 
-from actors.local import get_local_account
 from actors.remote import get_actor
 from actors.webfinger import resolve_handle
 from outbox import actions
 from outbox.actions import PostRequest
-from tests.api_client import bearer, user_token
+from tests.api_calls import api, user
+from tests.api_client import bearer
 from tests.harness import Instance, Network
-
-
-async def api(inst: Instance, method: str, path: str, token: str, **kw: Any) -> tuple[int, Any]:
-    assert inst.session is not None
-    async with inst.session.request(method, inst.url(path), headers=bearer(token), **kw) as resp:
-        assert resp.content_type == "application/json", (resp.status, await resp.text())
-        return resp.status, await resp.json()
-
-
-async def user(inst: Instance, name: str) -> tuple[str, Any]:
-    token = await user_token(inst, name)
-    return token, await get_local_account(inst.ctx.db, name)
 
 
 async def follow(inst: Instance, token: str, account_id: int, **options: Any) -> dict[str, Any]:
