@@ -26,6 +26,8 @@ from fedi.moderation.fetch_auth import authorized_fetch_middleware
 from fedi.http_client import HttpClient, Signer
 from fedi.api.scheduled import ScheduledPublisher
 from fedi.moderation.subscriptions import BlocklistSyncer
+from fedi.jobs import JobRunner
+from fedi.portability import job_handlers
 from inbox.worker import InboxWorker
 from outbox.delivery import DeliveryWorker
 from outbox.delivery_process import DeliveryProcesses
@@ -37,6 +39,7 @@ DELIVERY_PROCESSES = web.AppKey("fedi_delivery_processes", DeliveryProcesses)
 SCHEDULED_PUBLISHER = web.AppKey("fedi_scheduled_publisher", ScheduledPublisher)
 BLOCKLIST_SYNCER = web.AppKey("fedi_blocklist_syncer", BlocklistSyncer)
 INBOX_WORKER = web.AppKey("fedi_inbox_worker", InboxWorker)
+JOB_RUNNER = web.AppKey("fedi_job_runner", JobRunner)
 
 
 def user_agent(config: Config) -> str:
@@ -102,6 +105,8 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
         app[SCHEDULED_PUBLISHER] = publisher
         syncer = BlocklistSyncer(ctx)
         app[BLOCKLIST_SYNCER] = syncer
+        jobs = JobRunner(ctx, job_handlers())
+        app[JOB_RUNNER] = jobs
         processes: DeliveryProcesses | None = None
         if workers:
             inbox_worker.start()
@@ -116,7 +121,9 @@ def create_app(config: Config, *, host_map: dict[str, str] | None = None, worker
                 delivery_worker.start()
             publisher.start()
             syncer.start()
+            jobs.start()
         yield
+        await jobs.stop()
         await syncer.stop()
         await publisher.stop()
         await inbox_worker.stop()

@@ -102,6 +102,13 @@ class ModerationConfig:
 
 
 @dataclass(frozen=True)
+class AccountsConfig:
+    #: Days after a move (an account's own, or the one it arrived by) before that account may move
+    #: again; inbound Moves inside it are ignored too (GoToSocial waits 7 days, Mastodon 30).
+    move_cooldown_days: int = 7
+
+
+@dataclass(frozen=True)
 class Config:
     instance: InstanceConfig = field(default_factory=InstanceConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -110,6 +117,7 @@ class Config:
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
     #: Directory the config file was read from; relative paths resolve against it.
     base_dir: str = "."
 
@@ -139,6 +147,7 @@ _SECTIONS = {
     "oauth": OAuthConfig,
     "media": MediaConfig,
     "moderation": ModerationConfig,
+    "accounts": AccountsConfig,
 }
 
 
@@ -185,6 +194,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"[instance] rules: at most {MAX_RULES}, each a non-empty text of at most {MAX_RULE_CHARS} characters")
     if config.moderation.domain_blocks_visibility not in ("all", "users", "admins"):
         raise ConfigError("[moderation] domain_blocks_visibility must be \"all\", \"users\" or \"admins\"")
+    if not 0 <= config.accounts.move_cooldown_days <= 3650:
+        raise ConfigError("[accounts] move_cooldown_days must be between 0 and 3650")
     if not config.media.path.strip():
         raise ConfigError("[media] path must name a folder")
     if not 0 < config.server.port < 65536:

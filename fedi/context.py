@@ -34,6 +34,7 @@ class Context:
     #: Set after a commit that queued work; the workers wait on these.
     delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     inbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    jobs_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     #: (rules, checked at) cached by fedi.moderation.domains; None until first used or after a change.
     domain_rules: Any = None
 
@@ -55,6 +56,10 @@ class Context:
 
     def wake_inbox(self) -> None:
         self.inbox_wakeup.set()
+
+    def wake_jobs(self) -> None:
+        """After a commit that queued a job (fedi.jobs)."""
+        self.jobs_wakeup.set()
 
 
 CTX = web.AppKey("fedi_context", Context)

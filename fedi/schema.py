@@ -716,4 +716,53 @@ MIGRATIONS: list[str] = [
     -- Follows with notify = 1 are few: finding them for each new post must not walk every follower.
     CREATE INDEX follows_notify ON follows (target_account_id) WHERE notify = 1;
     """,
+    # 6: account portability: aliases and moves, background jobs (exports, imports), imported posts.
+    """
+    -- alsoKnownAs of the actor (local: set by its owner; remote: as last fetched), a JSON list of URIs.
+    ALTER TABLE accounts ADD COLUMN also_known_as_json TEXT NOT NULL DEFAULT '[]';
+    -- Set once the account has moved (local: by its Move; remote: a verified inbound Move or movedTo).
+    ALTER TABLE accounts ADD COLUMN moved_to_uri TEXT;
+    ALTER TABLE accounts ADD COLUMN moved_to_account_id INTEGER REFERENCES accounts(id);
+    ALTER TABLE accounts ADD COLUMN moved_at REAL;
+
+    -- Slow work for one account (exports, imports) as leased rows (fedi.jobs).
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER REFERENCES accounts(id),
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',  -- queued | running | done | failed
+        params_json TEXT NOT NULL DEFAULT '{}',
+        progress INTEGER NOT NULL DEFAULT 0,
+        total INTEGER,
+        result_json TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        locked_until REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX jobs_due ON jobs (next_attempt_at) WHERE state IN ('queued', 'running');
+    CREATE INDEX jobs_account ON jobs (account_id, kind, id);
+
+    -- The rows of an import job, stored whole before any is applied, worked through in order.
+    CREATE TABLE import_rows (
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        line INTEGER NOT NULL,
+        data_json TEXT NOT NULL,
+        host TEXT,
+        state TEXT NOT NULL DEFAULT 'pending', -- pending | done | failed | skipped
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        error TEXT,
+        PRIMARY KEY (job_id, line)
+    );
+    CREATE INDEX import_rows_pending ON import_rows (job_id, next_attempt_at) WHERE state = 'pending';
+
+    -- An imported post: the id it had on its old server (its `previously`), unique per account so
+    -- importing the same archive twice adds nothing.
+    ALTER TABLE statuses ADD COLUMN previous_uri TEXT;
+    CREATE UNIQUE INDEX statuses_previous ON statuses (account_id, previous_uri) WHERE previous_uri IS NOT NULL;
+    """,
 ]

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from fedi.app import DELIVERY_WORKER, INBOX_WORKER, create_app
+from fedi.app import DELIVERY_WORKER, INBOX_WORKER, JOB_RUNNER, create_app
 from fedi.config import Config, config_from_dict
 from fedi.context import CTX, Context
 
@@ -89,6 +89,7 @@ class Instance:
         for _ in range(rounds):
             worked = await self.app[INBOX_WORKER].run_once()
             worked += await self.app[DELIVERY_WORKER].run_once()
+            worked += await self.app[JOB_RUNNER].run_once()
             if not worked:
                 return
         raise AssertionError(f"{self.name}: queues still busy after {rounds} rounds")
@@ -119,6 +120,7 @@ class Network:
                     continue
                 busy += await inst.app[INBOX_WORKER].run_once()
                 busy += await inst.app[DELIVERY_WORKER].run_once()
+                busy += await inst.app[JOB_RUNNER].run_once()
             if not busy:
                 return
         raise AssertionError("network still busy")

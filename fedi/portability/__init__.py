@@ -1,0 +1,14 @@
+"""Account portability: aliases and moves, exports, imports (relationships and posts).
+
+`job_handlers()` is the table of job kinds (fedi.jobs) this package runs; the app
+factory hands it to the job runner. Modules load when the table is built, not at import.
+"""
+
+from __future__ import annotations
+
+from fedi.jobs import JobHandler
+
+
+def job_handlers() -> dict[str, JobHandler]:
+    """Job kind -> handler, for fedi.jobs.JobRunner."""
+    return {}
