@@ -31,58 +31,9 @@ from outbox.actions import PostRequest
 from tests.api_calls import count
 from tests.api_client import user_token
 from tests.harness import Instance, Network, free_port
+from tests.web_client import Browser, browser
 
 HEADER = "#domain,#severity,#reject_media,#reject_reports,#public_comment,#obfuscate"
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-class Browser:
-    """A cookie-keeping client that reads the CSRF token from each page, as a browser's forms carry it."""
-
-    def __init__(self, inst: Instance) -> None:
-        self.inst = inst
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"})
-        self.csrf = ""
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def request(self, method: str, path: str, **kw: Any) -> tuple[int, str, Any]:
-        async with self.http.request(method, self.inst.url(path), allow_redirects=False, **kw) as resp:
-            body = await resp.text()
-            found = CSRF.search(body)
-            if found:
-                self.csrf = found.group(1)
-            return resp.status, body, resp.headers
-
-    async def get(self, path: str) -> tuple[int, str, Any]:
-        return await self.request("GET", path)
-
-    async def post(self, path: str, data: dict[str, Any] | aiohttp.FormData, csrf: bool = True) -> tuple[int, str, Any]:
-        if csrf and isinstance(data, dict):
-            data = {"csrf": self.csrf, **data}
-        return await self.request("POST", path, data=data)
-
-    def session_cookie(self) -> str | None:
-        cookie = self.http.cookie_jar.filter_cookies(URL(self.inst.url("/admin"))).get(COOKIE)
-        return cookie.value if cookie else None
-
-    async def sign_in(self, username: str, password: str = "password123") -> tuple[int, str, Any]:
-        status, body, _ = await self.get("/admin/login")
-        assert status == 200, body
-        token = re.search(r'name="login_token" value="([^"]+)"', body)
-        assert token is not None
-        return await self.post("/admin/login", {"login_token": token.group(1), "username": username,
-                                                "password": password, "next": "/admin"}, csrf=False)
-
-
-async def browser(inst: Instance, username: str) -> Browser:
-    b = Browser(inst)
-    status, _, headers = await b.sign_in(username)
-    assert status == 303 and headers["Location"] == "/admin"
-    return b
-
-
 async def account(inst: Instance, name: str, **kw: Any) -> Any:
     await create_local_account(inst.ctx.db, inst.base, name, "password123", **kw)
     return await get_local_account(inst.ctx.db, name)

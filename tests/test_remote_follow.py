@@ -19,7 +19,8 @@ from outbox import actions
 from outbox.actions import PostRequest
 from tests.harness import Instance, Network
 from tests.peer import Peer
-from tests.test_admin_pages import Browser, account, browser, count
+from tests.test_admin_pages import account, count
+from tests.web_client import Browser, browser
 
 JRD = "application/jrd+json"
 ACCOUNT_ID = re.compile(r'name="account_id" value="(\d+)"')

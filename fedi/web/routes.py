@@ -6,6 +6,7 @@ from aiohttp import web
 
 import fedi.web.admin
 import fedi.web.interaction
+import fedi.web.settings
 from fedi.context import CTX
 from fedi.web.render import render
 
@@ -35,3 +36,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/", index)
     fedi.web.admin.setup(app)
     fedi.web.interaction.setup(app)
+    fedi.web.settings.setup(app)

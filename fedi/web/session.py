@@ -1,4 +1,4 @@
-"""Browser sessions for the admin pages: sign-in, the session cookie, CSRF tokens, sign-out.
+"""Browser sessions for the admin and settings pages: sign-in, the session cookie, CSRF tokens, sign-out.
 
 A session is an OAuth token of an internal app, "fedi web" (its id kept in
 `settings`, never looked up by name: anyone can register an app of that name).
@@ -149,9 +149,10 @@ def _secure(request: web.Request) -> bool:
 
 
 def _safe_next(value: str | None) -> str:
-    """Only a path under /admin or the remote-interaction page (never another site: no `//` in the path,
-    no backslash anywhere); the query may hold a URL (`?uri=https://…`)."""
-    if (value and value.startswith(("/admin", "/authorize_interaction")) and "//" not in value.partition("?")[0]
+    """Only a path under /admin, /settings or the remote-interaction page (never another site: no `//` in
+    the path, no backslash anywhere); the query may hold a URL (`?uri=https://…`)."""
+    if (value and value.startswith(("/admin", "/settings", "/authorize_interaction"))
+            and "//" not in value.partition("?")[0]
             and "\\" not in value and len(value) < 2000):
         return value
     return "/admin"
@@ -163,14 +164,19 @@ def see_other(location: str) -> web.Response:
 
 
 def login_redirect(request: web.Request) -> web.Response:
-    target = request.path_qs if request.method == "GET" else "/admin"
+    target = request.path_qs if request.method == "GET" else ("/settings" if request.path.startswith("/settings") else "/admin")
     return see_other("/admin/login?" + urlencode({"next": target}))
 
 
-async def _session_or_stop(request: web.Request) -> Session:
+async def _user_session_or_stop(request: web.Request) -> Session:
     session = await current_session(request)
     if session is None:
         raise Stop(login_redirect(request))
+    return session
+
+
+async def _session_or_stop(request: web.Request) -> Session:
+    session = await _user_session_or_stop(request)
     if not session.admin:
         raise Stop(message_page(request, session, 403, "Forbidden",
                                 "These pages are for the administrators of this instance."))
@@ -194,6 +200,25 @@ def admin_get(handler: GetHandler) -> Handler:
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         return await handler(request, await _session_or_stop(request))
+
+    return stops(wrapped)
+
+
+def user_get(handler: GetHandler) -> Handler:
+    """A GET page for any signed-in user (the settings pages); signed-out visitors go to the sign-in page."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        return await handler(request, await _user_session_or_stop(request))
+
+    return stops(wrapped)
+
+
+def user_post(handler: PostHandler, max_bytes: int = FORM_BYTES) -> Handler:
+    """A form POST for any signed-in user, only with the session's CSRF token."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        session = await _user_session_or_stop(request)
+        return await handler(request, session, await checked_form(request, session, max_bytes))
 
     return stops(wrapped)
 
