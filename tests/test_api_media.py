@@ -247,7 +247,8 @@ async def test_oversized_images_are_refused_before_decoding(network: Network, ca
     status, body = await _upload(alpha, token, data)
     assert status == 422, body
     expected = {"header_100mp": "33,177,600 pixels", "zeros_100mp": "33,177,600 pixels",
-                "warning_zone": "33,177,600 pixels", "webp_50k": "33,177,600 pixels", "gif_10k_frames": "frames", "oversized_file": "16 MB"}[case]
+                "warning_zone": "33,177,600 pixels", "webp_50k": "33,177,600 pixels", "gif_10k_frames": "frames",
+                "oversized_file": "16 MB"}[case]
     assert expected in body["error"]
     assert await _media_state(alpha) == (0, [])
 

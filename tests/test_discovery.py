@@ -227,6 +227,23 @@ async def test_nodeinfo_activity_counts_posters_by_their_last_post(alpha: Instan
     assert instance["stats"]["status_count"] == 2
 
 
+async def test_instance_activity_counts_this_week_and_earlier_weeks(alpha: Instance) -> None:
+    """GET /api/v1/instance/activity: twelve weeks, newest first, local posts counted in the week they were published."""
+    week = 604_800
+    alice = await alice_id(alpha)
+    await add_status(alpha, alice, "<p>this week</p>")
+    await add_status(alpha, alice, "<p>three weeks ago</p>")
+    async with alpha.ctx.db.write() as tx:
+        await tx.execute("UPDATE statuses SET published_at = published_at - ? WHERE content = '<p>three weeks ago</p>'",
+                         (3 * week,))
+    _, _, weeks = await get(alpha, "/api/v1/instance/activity")
+    assert len(weeks) == 12
+    starts = [int(w["week"]) for w in weeks]
+    assert starts[0] == int(time.time()) // week * week and all(a - b == week for a, b in zip(starts, starts[1:]))
+    assert [w["statuses"] for w in weeks[:4]] == ["1", "0", "0", "1"]
+    assert weeks[0]["registrations"] == "1"
+
+
 async def test_nodeinfo_open_registrations(network: Network) -> None:
     inst = await network.add("open.test", instance={"registrations": "open"})
     _, _, info = await get(inst, "/nodeinfo/2.1")

@@ -77,7 +77,9 @@ async def test_fediblockhole_push_lands_and_a_second_run_changes_nothing(network
     config = tmp_path / "fediblockhole.conf.toml"
     config.write_text(f"""
 blocklist_url_sources = [{{ url = "http://127.0.0.1:{list_port}/blocklist.csv", format = "mastodon_csv" }}]
-blocklist_instance_destinations = [{{ domain = "127.0.0.1:{fedi.port}", token = "{token}", scheme = "http", max_followed_severity = "suspend" }}]
+blocklist_instance_destinations = [
+    {{ domain = "127.0.0.1:{fedi.port}", token = "{token}", scheme = "http", max_followed_severity = "suspend" }},
+]
 import_fields = ["public_comment", "reject_media", "reject_reports", "obfuscate"]
 no_fetch_instance = true
 savedir = "{tmp_path}"

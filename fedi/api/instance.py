@@ -10,6 +10,7 @@ from actors.nodeinfo import LOCAL_POSTS
 from fedi import __version__
 from fedi.api import entities
 from fedi.api.respond import json_response
+from fedi.clock import now
 from fedi.context import CTX, Context
 
 MAX_CHARS = 5000
@@ -138,14 +139,16 @@ async def peers(request: web.Request) -> web.Response:
 async def activity(request: web.Request) -> web.Response:
     """GET /api/v1/instance/activity: twelve weeks of statuses, logins, registrations."""
     ctx = request.app[CTX]
+    week = int(now()) // 604800 * 604800  # the current week's start; a parameter, not SQL's clock
     rows = await ctx.db.fetchall(
         """WITH RECURSIVE weeks(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM weeks WHERE n < 11)
-           SELECT n, CAST(strftime('%s','now') AS INTEGER) / 604800 * 604800 - n * 604800 AS start,
-             (SELECT count(*) FROM statuses WHERE local = 1 AND published_at >= CAST(strftime('%s','now') AS INTEGER) / 604800 * 604800 - n * 604800
-                AND published_at < CAST(strftime('%s','now') AS INTEGER) / 604800 * 604800 - (n - 1) * 604800) AS statuses,
-             (SELECT count(*) FROM users WHERE created_at >= CAST(strftime('%s','now') AS INTEGER) / 604800 * 604800 - n * 604800
-                AND created_at < CAST(strftime('%s','now') AS INTEGER) / 604800 * 604800 - (n - 1) * 604800) AS registrations
-           FROM weeks"""
+           SELECT n, :week - n * 604800 AS start,
+             (SELECT count(*) FROM statuses WHERE local = 1 AND published_at >= :week - n * 604800
+                AND published_at < :week - (n - 1) * 604800) AS statuses,
+             (SELECT count(*) FROM users WHERE created_at >= :week - n * 604800
+                AND created_at < :week - (n - 1) * 604800) AS registrations
+           FROM weeks""",
+        {"week": week},
     )
     return json_response([{"week": str(r["start"]), "statuses": str(r["statuses"]), "logins": "0",
                            "registrations": str(r["registrations"])} for r in rows])

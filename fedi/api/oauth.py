@@ -106,7 +106,8 @@ async def _client(ctx: Context, client_id: str | None) -> Row:
 
 def _page_error(message: str) -> web.Response:
     return web.Response(status=400, content_type="text/html",
-                        text=f"<!doctype html><meta charset=utf-8><title>Authorization error</title><h1>Authorization error</h1><p>{message}</p>")
+                        text="<!doctype html><meta charset=utf-8><title>Authorization error</title>"
+                             f"<h1>Authorization error</h1><p>{message}</p>")
 
 
 async def _authorize_request(ctx: Context, params: Params) -> tuple[Row, str, frozenset[str], str | None]:
