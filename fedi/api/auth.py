@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from aiohttp import web
 
@@ -78,6 +79,13 @@ class Auth:
     approved: bool = True
 
 
+@dataclass(frozen=True)
+class UserAuth(Auth):
+    """A token with a user behind it: what `require()` answers unless asked for `user=False`."""
+
+    account: Row
+
+
 AUTH_KEY = web.RequestKey("fedi_auth", Auth)
 
 
@@ -122,6 +130,14 @@ async def authenticate(request: web.Request) -> Auth | None:
     return auth
 
 
+@overload
+async def require(request: web.Request, scope: str) -> UserAuth: ...
+@overload
+async def require(request: web.Request, scope: str, *, user: Literal[True]) -> UserAuth: ...
+@overload
+async def require(request: web.Request, scope: str, *, user: bool) -> Auth: ...
+
+
 async def require(request: web.Request, scope: str, *, user: bool = True) -> Auth:
     """A token with `scope` (and a user behind it unless `user=False`), else 401/403."""
     auth = await authenticate(request)
@@ -135,6 +151,8 @@ async def require(request: web.Request, scope: str, *, user: bool = True) -> Aut
         raise HttpError(403, "Your login is currently pending approval")
     if scope.startswith("admin:") and not auth.admin:
         raise HttpError(403, "This action is not allowed")
+    if auth.account is not None:
+        return UserAuth(auth.token_id, auth.app_id, auth.scopes, auth.account, auth.admin, auth.approved)
     return auth
 
 
