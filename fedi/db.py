@@ -176,6 +176,16 @@ class Tx:
         await self._turn()
         return self._conn.execute(sql, params).fetchall()
 
+    async def fetchrow(self, sql: str, params: Params = ()) -> Row:
+        """A row the caller knows is there (just written in this transaction); LookupError if not."""
+        return _present(await self.fetchone(sql, params), sql)
+
+
+def _present(row: Row | None, sql: str) -> Row:
+    if row is None:
+        raise LookupError(f"expected a row from: {sql[:80]}")
+    return row
+
 
 _PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
             "cache_size=-32768")  # 32 MiB page cache per connection
@@ -408,6 +418,10 @@ class Database:
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
+
+    async def fetchrow(self, sql: str, params: Params = ()) -> Row:
+        """A row the caller knows is there (written before, or named by a foreign key); LookupError if not."""
+        return _present(await self.fetchone(sql, params), sql)
 
 
 async def _migrate(conn: sqlite3.Connection) -> None:

@@ -23,7 +23,6 @@ MAX_LIST = 10_000
 MAX_DEPTH = 900
 
 
-_NUL_ESCAPE = (b"\\u0000", "\\u0000")  # by type(data) is str
 
 
 class JsonError(ValueError):
@@ -92,14 +91,16 @@ def _string_tokens(data: bytes | str) -> int:
     exactly when an odd number of backslashes precede it. `count(\\ × k + ")` counts the
     quotes preceded by at least k backslashes, so the escaped ones are c1 − c2 + c3 − …
     """
+    quote: Any
+    backslash: Any
     if isinstance(data, str):
         quote, backslash = '"', "\\"
     else:
         quote, backslash = b'"', b"\\"
-    quotes = data.count(quote)  # type: ignore[arg-type]
+    quotes = data.count(quote)
     escaped, sign, k = 0, 1, 1
     while True:
-        n = data.count(backslash * k + quote)  # type: ignore[operator, arg-type]
+        n = data.count(backslash * k + quote)
         if not n:
             break
         escaped += sign * n
@@ -119,7 +120,8 @@ def loads_strict(data: bytes | str) -> Any:
     # document parsed again, to name the key.
     # A NUL can only come from a \\u0000 escape; a string or list over its cap needs a text
     # at least that long (a list of n items takes 2n − 1 bytes).
-    careful = len(data) > min(MAX_STRING, 2 * MAX_LIST - 1) or _NUL_ESCAPE[type(data) is str] in data
+    nul = "\\u0000" in data if isinstance(data, str) else b"\\u0000" in data
+    careful = len(data) > min(MAX_STRING, 2 * MAX_LIST - 1) or nul
     if _walk(value, careful) != _string_tokens(data):
         try:
             json.loads(data, object_pairs_hook=_no_duplicates)

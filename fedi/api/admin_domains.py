@@ -66,7 +66,8 @@ def public_domain(domain: str, obfuscate: bool) -> str:
 
 
 def _rule_error(exc: RuleError) -> HttpError:
-    extra = {"existing_domain_block": block_entity(exc.existing)} if exc.existing is not None else None
+    extra: dict[str, object] | None = (
+        {"existing_domain_block": block_entity(exc.existing)} if exc.existing is not None else None)
     return HttpError(exc.status, exc.message, extra=extra)
 
 

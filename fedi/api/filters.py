@@ -134,7 +134,7 @@ async def _insert_keyword(tx: Tx, filter_id: int, keyword: str, whole_word: bool
 
 
 async def _check_keyword_count(tx: Tx, filter_id: int) -> None:
-    count = (await tx.fetchone("SELECT count(*) FROM filter_keywords WHERE filter_id = ?", (filter_id,)))[0]
+    count = (await tx.fetchrow("SELECT count(*) FROM filter_keywords WHERE filter_id = ?", (filter_id,)))[0]
     if count > MAX_KEYWORDS_PER_FILTER:
         raise _invalid(f"at most {MAX_KEYWORDS_PER_FILTER} keywords")
 
@@ -167,7 +167,7 @@ async def create(request: web.Request) -> web.Response:
     if any(c.id is not None for c in changes):
         raise HttpError(404, NOT_FOUND)  # as Mastodon: a new filter has no keywords to refer to
     async with ctx.db.write() as tx:
-        count = (await tx.fetchone("SELECT count(*) FROM filters WHERE account_id = ?", (auth.account["id"],)))[0]
+        count = (await tx.fetchrow("SELECT count(*) FROM filters WHERE account_id = ?", (auth.account["id"],)))[0]
         if count >= MAX_FILTERS:
             raise _invalid(f"at most {MAX_FILTERS} filters")
         filter_id = tx.new_id()
@@ -261,7 +261,7 @@ async def keywords_create(request: web.Request) -> web.Response:
     async with ctx.db.write() as tx:
         keyword_id = await _insert_keyword(tx, row["id"], keyword, whole_word)
         await _check_keyword_count(tx, row["id"])
-        created = await tx.fetchone("SELECT * FROM filter_keywords WHERE id = ?", (keyword_id,))
+        created = await tx.fetchrow("SELECT * FROM filter_keywords WHERE id = ?", (keyword_id,))
     return json_response(keyword_entity(created))
 
 
@@ -276,7 +276,7 @@ async def keyword_update(request: web.Request) -> web.Response:
     async with ctx.db.write() as tx:
         await tx.execute("UPDATE filter_keywords SET keyword = ?, whole_word = ? WHERE id = ?",
                          (keyword, int(whole_word), row["id"]))
-        updated = await tx.fetchone("SELECT * FROM filter_keywords WHERE id = ?", (row["id"],))
+        updated = await tx.fetchrow("SELECT * FROM filter_keywords WHERE id = ?", (row["id"],))
     return json_response(keyword_entity(updated))
 
 
@@ -299,7 +299,7 @@ async def statuses_create(request: web.Request) -> web.Response:
         entry_id = tx.new_id()
         await tx.execute("INSERT INTO filter_statuses (id, filter_id, status_id) VALUES (?, ?, ?)",
                          (entry_id, row["id"], status["id"]))
-        created = await tx.fetchone("SELECT * FROM filter_statuses WHERE id = ?", (entry_id,))
+        created = await tx.fetchrow("SELECT * FROM filter_statuses WHERE id = ?", (entry_id,))
     return json_response(filter_status_entity(created))
 
 

@@ -9,12 +9,13 @@ here; anyone else's id is simply not found (THREATS O5).
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.web_request import FileField
 
 from fedi import images, media_routes
 from fedi.api import entities
 from fedi.api.auth import require
 from fedi.api.owned import NOT_FOUND, own_row
-from fedi.api.params import close_files, is_file, read_params
+from fedi.api.params import close_files, read_params
 from fedi.api.respond import json_response
 from fedi.context import CTX, Context
 from fedi.db import Row
@@ -32,7 +33,7 @@ async def upload(request: web.Request) -> web.Response:
     params = await read_params(request.clone(client_max_size=UPLOAD_BODY_BYTES))
     try:
         field = params.get("file")
-        if not is_file(field):
+        if not isinstance(field, FileField):
             raise HttpError(422, "Validation failed: File can't be blank")
         row = await images.store_upload(
             ctx, field, params.str("description", max_length=images.MAX_DESCRIPTION * 4),

@@ -8,6 +8,7 @@ booleans as `true/1/on/yes` and their opposites. All of that folds into one
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Any
 
@@ -59,9 +60,13 @@ def _insert(target: dict[str, Any], key: str, value: Any) -> None:
 
 
 class Params(dict[str, Any]):
-    """Parsed parameters with typed getters that raise 422 on nonsense."""
+    """Parsed parameters with typed getters that raise 422 on nonsense.
 
-    def str(self, name: str, default: str | None = None, *, max_length: int = 100_000) -> str | None:
+    The getters are named for the types they answer, so inside this class `str` names
+    a method: annotations spell the types `builtins.str` and so on."""
+
+    def str(self, name: builtins.str, default: builtins.str | None = None, *,
+            max_length: builtins.int = 100_000) -> builtins.str | None:
         value = self.get(name, default)
         if value is None:
             return None
@@ -75,7 +80,7 @@ class Params(dict[str, Any]):
             raise HttpError(422, f"{name} is too long")
         return value
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool = False) -> builtins.bool:
         value = self.get(name)
         if value is None:
             return default
@@ -89,7 +94,8 @@ class Params(dict[str, Any]):
             return False
         raise HttpError(422, f"{name} must be a boolean")
 
-    def int(self, name: str, default: int | None = None, *, low: int | None = None, high: int | None = None) -> int | None:
+    def int(self, name: builtins.str, default: builtins.int | None = None, *, low: builtins.int | None = None,
+            high: builtins.int | None = None) -> builtins.int | None:
         value = self.get(name)
         if value is None or value == "":
             return default
@@ -105,7 +111,7 @@ class Params(dict[str, Any]):
             number = high
         return number
 
-    def list(self, name: str) -> list[Any]:
+    def list(self, name: builtins.str) -> builtins.list[Any]:
         value = self.get(name)
         if value is None:
             value = self.get(f"{name}[]")
@@ -115,7 +121,7 @@ class Params(dict[str, Any]):
             return [value[k] for k in sorted(value, key=lambda k: (len(k), k))]
         return value if isinstance(value, list) else [value]
 
-    def sub(self, name: str) -> "Params":
+    def sub(self, name: builtins.str) -> "Params":
         value = self.get(name)
         return Params(value) if isinstance(value, dict) else Params()
 
@@ -148,9 +154,9 @@ async def read_params(request: web.Request) -> Params:
                 raise HttpError(413, "request body too large") from None
             except (ValueError, HttpProcessingError):
                 raise HttpError(400, "malformed form body") from None
-            for key, value in form.items():
+            for key, field in form.items():
                 count += 1
-                _insert(params, key, value)
+                _insert(params, key, field)
     if count > MAX_PARAMS:
         close_files(params)
         raise HttpError(422, "too many parameters")

@@ -83,7 +83,8 @@ def _flag(params: Params, name: str) -> bool | None:
 
 def _source(params: Params) -> dict[str, Any]:
     """Posting defaults from `source[...]`, validated."""
-    source, out = params.sub("source"), {}
+    source = params.sub("source")
+    out: dict[str, Any] = {}
     if "privacy" in source:
         privacy = source.str("privacy", max_length=20)
         if privacy not in PRIVACY:
@@ -188,7 +189,7 @@ async def _update_credentials(ctx: Context, account: Row, params: Params) -> web
         except ActionError as exc:
             raise HttpError(exc.status, f"Validation failed: {exc}") from None
     else:
-        account = await ctx.db.fetchone("SELECT * FROM accounts WHERE id = ?", (account["id"],))
+        account = await ctx.db.fetchrow("SELECT * FROM accounts WHERE id = ?", (account["id"],))
     return json_response(await entities.credential_account(ctx, account))
 
 

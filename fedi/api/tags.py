@@ -93,7 +93,7 @@ async def follow(request: web.Request) -> web.Response:
         tag_id = await _ensure_tag(tx, name)
         await tx.execute("INSERT OR IGNORE INTO followed_tags (account_id, tag_id, created_at) VALUES (?, ?, ?)",
                          (auth.account["id"], tag_id, now()))
-    row = await ctx.db.fetchone("SELECT id, name FROM tags WHERE id = ?", (tag_id,))
+    row = await ctx.db.fetchrow("SELECT id, name FROM tags WHERE id = ?", (tag_id,))
     return json_response((await tag_entities(ctx, [row], auth.account))[0])
 
 
@@ -173,7 +173,7 @@ async def feature(request: web.Request) -> web.Response:
         featured_id = tx.new_id()
         await tx.execute("INSERT INTO featured_tags (id, account_id, tag_id, created_at) VALUES (?, ?, ?, ?)",
                          (featured_id, auth.account["id"], tag_id, now()))
-    row = await ctx.db.fetchone(FEATURED + " AND ft.id = ?", (auth.account["id"], featured_id))
+    row = await ctx.db.fetchrow(FEATURED + " AND ft.id = ?", (auth.account["id"], featured_id))
     return json_response((await _featured_entities(ctx, auth.account, [row]))[0])
 
 

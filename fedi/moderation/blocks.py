@@ -63,7 +63,7 @@ def check_severity(value: Any) -> str:
     return str(value)
 
 
-def stricter_than(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+def stricter_than(new: Mapping[str, Any], old: Mapping[str, Any] | Row) -> bool:
     """Whether a block under an existing one limits more: a higher severity, or the same one (short of
     suspend) adding a reject flag without dropping one. (Mastodon also lets any suspend through.)"""
     if RANK[new["severity"]] != RANK[old["severity"]]:
@@ -82,7 +82,8 @@ def in_the_way(rules: Rules, spec: BlockSpec) -> Row | None:
     return None
 
 
-Mutation = Callable[[Tx, Rules], Awaitable[tuple[list[str], set[float], Any]]]
+#: Changed domains (None: nothing changed), markers of removed rules, and the result to return.
+Mutation = Callable[[Tx, Rules], Awaitable[tuple[list[str] | None, set[float], Any]]]
 
 
 async def change(ctx: Context, admin_id: int | None, action: str, target: str, detail: dict[str, Any],

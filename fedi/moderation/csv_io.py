@@ -111,7 +111,7 @@ def _entry(where: str, line: int, raw: Mapping[str, Any], default_severity: str,
 
 
 def _parse_csv(text: str) -> ParsedList:
-    out, seen = ParsedList("csv"), {}
+    out, seen = ParsedList("csv"), dict[str, int]()
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
     first = True
@@ -145,7 +145,7 @@ def _parse_json(text: str) -> ParsedList:
         raise ListError(f"not valid JSON: {exc}") from None
     if not isinstance(data, list):
         raise ListError("a JSON block list must be an array of objects")
-    out, seen = ParsedList("json"), {}
+    out, seen = ParsedList("json"), dict[str, int]()
     for number, item in enumerate(data, start=1):
         if not isinstance(item, dict):
             raise ListError(f"entry {number}: not an object")
@@ -157,7 +157,7 @@ def _parse_json(text: str) -> ParsedList:
 
 
 def _parse_text(text: str) -> ParsedList:
-    out, seen = ParsedList("text"), {}
+    out, seen = ParsedList("text"), dict[str, int]()
     for line, value in enumerate(text.splitlines(), start=1):
         value = value.strip()
         if value and not value.startswith("#"):

@@ -53,7 +53,8 @@ async def dashboard(request: web.Request, session: Session) -> web.StreamRespons
 
 
 async def _audit_rows(ctx: Context, max_id: int | None, action: str | None, limit: int) -> list[dict[str, Any]]:
-    where, args = ["l.id < ?"], [max_id if max_id is not None else 2**63 - 1]
+    where: list[str] = ["l.id < ?"]
+    args: list[Any] = [max_id if max_id is not None else 2**63 - 1]
     if action:
         where.append("l.action = ?")
         args.append(action)

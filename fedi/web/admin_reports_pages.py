@@ -85,7 +85,7 @@ async def account_action(request: web.Request, session: Session, form: Form) -> 
     row = await _report(request, session)
     kind, text = form.get("type"), form.get("text")
     text = text if isinstance(text, str) else ""
-    target = await ctx.db.fetchone("SELECT * FROM accounts WHERE id = ?", (row["target_account_id"],))
+    target = await ctx.db.fetchrow("SELECT * FROM accounts WHERE id = ?", (row["target_account_id"],))
     try:
         if len(text) > MAX_TEXT:
             raise ActionError(f"the note is longer than {MAX_TEXT} characters")

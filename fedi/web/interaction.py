@@ -107,7 +107,7 @@ async def show(request: web.Request) -> web.StreamResponse:
             "state": await _follow_state(ctx, me, account),
         })
     if status is not None and await can_see(ctx, status, me):
-        author = await ctx.db.fetchone("SELECT * FROM accounts WHERE id = ?", (status["account_id"],))
+        author = await ctx.db.fetchrow("SELECT * FROM accounts WHERE id = ?", (status["account_id"],))
         return _page(ctx, "interaction.html", f"Post by {_handle_of(ctx, author)}", {
             "me": me, "status": status, "author": author, "handle": _handle_of(ctx, author),
             "author_link": PATH + "?" + urlencode({"uri": author["uri"]}),

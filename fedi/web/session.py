@@ -126,7 +126,7 @@ async def current_session(request: web.Request) -> Session | None:
     auth = await lookup_token(ctx, token)
     if auth is None or auth.account is None or not auth.approved or auth.app_id != await web_app_id(ctx, create=False):
         return None
-    row = await ctx.db.fetchone("SELECT created_at, last_used_at FROM oauth_tokens WHERE id = ?", (auth.token_id,))
+    row = await ctx.db.fetchrow("SELECT created_at, last_used_at FROM oauth_tokens WHERE id = ?", (auth.token_id,))
     at = now()
     last = row["last_used_at"] or row["created_at"]
     if at - row["created_at"] > MAX_AGE or at - last > IDLE:
