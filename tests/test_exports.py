@@ -24,7 +24,7 @@ from actors.webfinger import resolve_handle
 from fedi.clock import now
 from fedi.portability.archive_export import exports_dir
 from outbox import actions, social
-from outbox.actions import FollowOptions, PollRequest, PostRequest
+from outbox.actions import PollRequest, PostRequest
 from tests.api_calls import api, call, count, post, user
 from tests.api_client import bearer
 from tests.harness import Instance, Network
@@ -221,10 +221,12 @@ async def archive_setup(network: Network) -> dict[str, Any]:
         "reply": await post(alpha, token, f"@carol@{g['b']} replying", in_reply_to_id=str(g["carols"]["id"])),
     }
     alice = await get_local_account(alpha.ctx.db, "alice")
+    assert alice is not None
     poll = await actions.create_status(alpha.ctx, alice, PostRequest(
         text="tea or coffee?", poll=PollRequest(options=("tea", "coffee"), expires_in=300)))
-    _, bob_token = None, await user_token_for(alpha, "bob", "read write")
+    bob_token = await user_token_for(alpha, "bob", "read write")
     poll_row = await alpha.ctx.db.fetchone("SELECT id FROM polls WHERE status_id = ?", (poll["id"],))
+    assert poll_row is not None
     status, body = await api(alpha, "POST", f"/api/v1/polls/{poll_row['id']}/votes", bob_token, json={"choices": ["1"]})
     assert status == 200, body
     async with alpha.ctx.db.write() as tx:  # the poll's five minutes pass
@@ -352,20 +354,21 @@ async def test_archive_job_resumes_after_a_cut_short_step(network: Network, monk
     from fedi.portability import archive_export
 
     alpha = await network.add("alpha.test")
-    token, alice = await user(alpha, "alice")
+    _, alice = await user(alpha, "alice")
     for i in range(25):
         await actions.create_status(alpha.ctx, alice, PostRequest(text=f"post {i}"))
     monkeypatch.setattr(archive_export, "STEP_POSTS", 10)
     monkeypatch.setattr(archive_export, "PAGE", 4)
     job_id = await archive_export.request_archive(alpha.ctx, alice)
-    assert await alpha.app[JOB_RUNNER].run_once() == 1
+    assert alpha.app is not None and await alpha.app[JOB_RUNNER].run_once() == 1
     job = await alpha.ctx.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
-    assert job["state"] == "running" and job["progress"] == 12 and job["total"] == 25
+    assert job is not None and job["state"] == "running" and job["progress"] == 12 and job["total"] == 25
     part = Path(exports_dir(alpha.config)) / f"{alice['id']}-{job_id}.posts"
     with part.open("ab") as fh:  # a step that wrote and then died before recording how far it got
         fh.write(b',{"half": "written')
     await alpha.drain()
     job = await alpha.ctx.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    assert job is not None
     assert job["state"] == "done", job["error"]
     path = json.loads(job["result_json"])["path"]
     outbox = json.loads(zipfile.ZipFile(path).read("outbox.json"))
