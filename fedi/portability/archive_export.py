@@ -17,8 +17,8 @@ Memory stays flat whatever the account's size: posts are read a page at a time (
 and their JSON written as it is made, media copied in 1 MiB chunks. The job does it in
 bounded steps: each step appends up to `STEP_POSTS` posts to a part file and records how far
 it got (the part file's length among them) in the job's result, so a step cut short is
-repeated from there; the last step writes the zip to a temporary file, fsyncs and renames
-it. Archives live in `exports/` next to the database, never under the public media folder,
+repeated from there; the last step writes the zip to a temporary file (renewing the job's
+lease while it copies media, however long that takes), fsyncs and renames it. Archives live in `exports/` next to the database, never under the public media folder,
 and only the newest of each account is kept.
 
 An account may ask for one archive a day, and not while one is being made (Mastodon allows
@@ -33,7 +33,7 @@ import os
 import tempfile
 import time
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any
 
 from actors.documents import actor_document
@@ -41,7 +41,7 @@ from fedi.clock import iso_seconds, now
 from fedi.config import Config
 from fedi.context import Context
 from fedi.db import Row
-from fedi.jobs import JobError, queue_job, set_progress, set_result
+from fedi.jobs import LEASE_SECONDS, JobError, queue_job, set_progress, set_result
 from fedi.jsonutil import dumps, loads_strict
 from outbox.serialize import CONTEXT, PUBLIC, note
 
@@ -211,7 +211,11 @@ MEDIA = ("SELECT m.id AS k, m.file_path FROM media_attachments m JOIN statuses s
          " ORDER BY m.id LIMIT ?")
 
 
-async def _write_zip(ctx: Context, account: Row, zf: zipfile.ZipFile, posts_path: str, items: int) -> None:
+KeepAlive = Callable[[], Awaitable[None]]
+
+
+async def _write_zip(ctx: Context, account: Row, zf: zipfile.ZipFile, posts_path: str, items: int,
+                     keep_alive: KeepAlive | None) -> None:
     media_root = ctx.config.media_path
     skeleton = {"@context": CONTEXT, "id": "outbox.json", "type": "OrderedCollection", "totalItems": items}
 
@@ -226,6 +230,8 @@ async def _write_zip(ctx: Context, account: Row, zf: zipfile.ZipFile, posts_path
     async for row in _keyset(ctx, MEDIA, account["id"]):
         path = row["file_path"]
         await asyncio.to_thread(_copy_into, zf, MEDIA_DIR + path, os.path.join(media_root, path), compress=False)
+        if keep_alive is not None:
+            await keep_alive()
     await _write_uris(ctx, zf, "likes.json", LIKES, account["id"])
     await _write_uris(ctx, zf, "bookmarks.json", BOOKMARKS, account["id"])
     actor = actor_document(ctx.config, account)
@@ -240,14 +246,15 @@ async def _write_zip(ctx: Context, account: Row, zf: zipfile.ZipFile, posts_path
         out.write(dumps(actor))
 
 
-async def write_archive(ctx: Context, account: Row, posts_path: str, items: int, dest: str) -> int:
+async def write_archive(ctx: Context, account: Row, posts_path: str, items: int, dest: str,
+                        keep_alive: KeepAlive | None = None) -> int:
     """Write the zip to `dest` through a temporary file beside it (fsynced, then renamed); returns its size."""
     folder = os.path.dirname(os.path.abspath(dest))
     fd, tmp = tempfile.mkstemp(prefix=".archive-", suffix=".zip.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-                await _write_zip(ctx, account, zf, posts_path, items)
+                await _write_zip(ctx, account, zf, posts_path, items, keep_alive)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
@@ -279,6 +286,21 @@ async def _newest_status(ctx: Context, account_id: int) -> int:
 
 
 # The job
+
+
+def _lease_keeper(ctx: Context, job_id: int) -> KeepAlive:
+    """Renew the job's lease while a long zip is written, so no other runner takes the job meanwhile."""
+    renewed = time.monotonic()
+
+    async def keep_alive() -> None:
+        nonlocal renewed
+        if time.monotonic() - renewed > LEASE_SECONDS / 4:
+            renewed = time.monotonic()
+            async with ctx.db.write() as tx:
+                await tx.execute("UPDATE jobs SET locked_until = ? WHERE id = ? AND state = 'running'",
+                                 (now() + LEASE_SECONDS, job_id))
+
+    return keep_alive
 
 
 def _drop_older(folder: str, account_id: int, keep: str) -> None:
@@ -321,7 +343,7 @@ async def run_job(ctx: Context, job: Row) -> float | None:
             await set_progress(tx, job["id"], items)
         return 0.0
     dest = os.path.join(folder, f"{account['id']}-{job['id']}.zip")
-    size = await write_archive(ctx, account, part, items, dest)
+    size = await write_archive(ctx, account, part, items, dest, _lease_keeper(ctx, job["id"]))
     filename = f"archive-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{account['username']}.zip"
     async with ctx.db.write() as tx:
         await set_result(tx, job["id"], {"path": dest, "filename": filename, "size": size, "items": items})
