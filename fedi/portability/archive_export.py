@@ -18,8 +18,9 @@ and their JSON written as it is made, media copied in 1 MiB chunks. The job does
 bounded steps: each step appends up to `STEP_POSTS` posts to a part file and records how far
 it got (the part file's length among them) in the job's result, so a step cut short is
 repeated from there; the last step writes the zip to a temporary file (renewing the job's
-lease while it copies media, however long that takes), fsyncs and renames it. Archives live in `exports/` next to the database, never under the public media folder,
-and only the newest of each account is kept.
+lease while it copies media, however long that takes), fsyncs and renames it. Archives live
+in `exports/` next to the database, never under the public media folder, and only the newest
+of each account is kept.
 
 An account may ask for one archive a day, and not while one is being made (Mastodon allows
 one a week; a day is enough to keep a server from building archives back to back).
