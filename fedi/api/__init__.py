@@ -14,6 +14,7 @@ from fedi.api import (
     admin_reports,
     blocks,
     conversations,
+    exports,
     filters,
     profile,
     registration,
@@ -40,6 +41,6 @@ def setup(app: web.Application) -> None:
     for module in (oauth, instance, accounts, profile, registration, relationships, blocks, statuses, status_actions,
                    timelines, notifications, search, media,
                    lists, user_data, streaming, polls, scheduled, filters, tags, conversations,
-                   reports, admin_reports, admin_accounts, admin_measures, admin_moderation, admin_domains,
+                   reports, exports, admin_reports, admin_accounts, admin_measures, admin_moderation, admin_domains,
                    admin_blocklists):
         module.setup(app)

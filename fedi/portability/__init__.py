@@ -11,4 +11,8 @@ from fedi.jobs import JobHandler
 
 def job_handlers() -> dict[str, JobHandler]:
     """Job kind -> handler, for fedi.jobs.JobRunner."""
-    return {}
+    from fedi.portability import archive_export
+
+    handlers: dict[str, JobHandler] = {}
+    handlers[archive_export.KIND] = archive_export.run_job
+    return handlers
