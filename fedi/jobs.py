@@ -67,6 +67,13 @@ async def set_result(tx: Tx, job_id: int, result: Mapping[str, Any]) -> None:
                      (dumps_str(dict(result)), now(), job_id))
 
 
+async def renew_lease(ctx: Context, job_id: int) -> None:
+    """Keep a long step's lease (a big archive's media): no other runner takes the job meanwhile."""
+    async with ctx.db.write() as tx:
+        await tx.execute("UPDATE jobs SET locked_until = ? WHERE id = ? AND state = 'running'",
+                         (now() + LEASE_SECONDS, job_id))
+
+
 class JobRunner(BackgroundLoop):
     name = "fedi-jobs"
     interval = 1.0

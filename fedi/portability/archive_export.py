@@ -42,7 +42,7 @@ from fedi.clock import iso_seconds, now
 from fedi.config import Config
 from fedi.context import Context
 from fedi.db import Row
-from fedi.jobs import LEASE_SECONDS, JobError, queue_job, set_progress, set_result
+from fedi.jobs import LEASE_SECONDS, JobError, queue_job, renew_lease, set_progress, set_result
 from fedi.jsonutil import dumps, loads_strict
 from outbox.serialize import CONTEXT, PUBLIC, note
 
@@ -297,9 +297,7 @@ def _lease_keeper(ctx: Context, job_id: int) -> KeepAlive:
         nonlocal renewed
         if time.monotonic() - renewed > LEASE_SECONDS / 4:
             renewed = time.monotonic()
-            async with ctx.db.write() as tx:
-                await tx.execute("UPDATE jobs SET locked_until = ? WHERE id = ? AND state = 'running'",
-                                 (now() + LEASE_SECONDS, job_id))
+            await renew_lease(ctx, job_id)
 
     return keep_alive
 
