@@ -11,4 +11,8 @@ from fedi.jobs import JobHandler
 
 def job_handlers() -> dict[str, JobHandler]:
     """Job kind -> handler, for fedi.jobs.JobRunner."""
-    return {}
+    from fedi.portability import archive_import
+
+    handlers: dict[str, JobHandler] = {}
+    handlers[archive_import.KIND] = archive_import.import_archive_step
+    return handlers
