@@ -420,3 +420,42 @@ async def test_upload_through_the_settings_page(beta: Instance, tmp_path: Path) 
         assert [f for f in os.listdir(imports_dir(beta.ctx.config))] == []
     finally:
         await page.close()
+
+
+async def test_queued_from_a_command_line_context_and_run_by_the_server(beta: Instance, tmp_path: Path) -> None:
+    """As `fedi import NAME FILE.zip` does: its own context on the same database, no server in it."""
+    from actors.local import get_local_account
+    from fedi.app import close_context, open_context
+
+    await user(beta, "alice")
+    cli = await open_context(beta.config)
+    try:
+        alice = await get_local_account(cli.db, "alice")
+        assert alice is not None
+        job_id = await queue_archive_import(cli, alice, write_archive(tmp_path / "cli.zip"))
+    finally:
+        await close_context(cli)
+    assert await imported(beta) == 0  # queued, not done: the server's job runner does it
+    await beta.drain()
+    assert (await job_row(beta, job_id))["state"] == "done" and await imported(beta) == 6
+
+
+async def test_an_upload_over_the_cap_is_a_413_page(beta: Instance, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from actors.local import create_local_account
+    from fedi.web import settings_archive
+
+    monkeypatch.setattr(settings_archive, "MAX_ARCHIVE_BYTES", 1024)  # 512 MB in earnest
+    await create_local_account(beta.ctx.db, beta.base, "alice", "password123")
+    page = await browser(beta, "alice")
+    try:
+        await page.get("/settings/import/archive")
+        data = aiohttp.FormData()
+        data.add_field("csrf", page.csrf)
+        data.add_field("data", Path(write_archive(tmp_path / "a.zip")).read_bytes(), filename="a.zip")
+        status, body, _ = await page.post("/settings/import/archive", data)
+        assert status == 413 and "larger than" in body
+        assert await count(beta, "SELECT count(*) FROM jobs") == 0
+        assert os.listdir(imports_dir(beta.ctx.config)) == []
+    finally:
+        await page.close()
