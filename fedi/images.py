@@ -340,6 +340,27 @@ def _meta(width: int, height: int) -> dict[str, Any]:
     return {"width": width, "height": height, "size": f"{width}x{height}", "aspect": width / height}
 
 
+def encode_image(data: bytes) -> Encoded:
+    """Check and re-encode image bytes that did not come as an upload (an archive's media), exactly as uploads are.
+
+    Blocking: run it in a worker thread. Raises HttpError(422) for what an upload would be refused for.
+    """
+    if len(data) > MAX_BYTES:
+        raise HttpError(422, f"Validation failed: File is larger than {MAX_BYTES // (1024 * 1024)} MB")
+    return _decode(data)
+
+
+def write_attachment(media_dir: str, encoded: Encoded) -> list[str]:
+    """Write an encoded attachment and its small version under a random name: [file path, thumbnail path]."""
+    return _write(media_dir, "attachments",
+                  [(f".{encoded.ext}", encoded.data), (f"-small.{encoded.small_ext}", encoded.small)])
+
+
+def attachment_meta(encoded: Encoded) -> dict[str, Any]:
+    """The meta_json Mastodon clients read for an attachment."""
+    return {"original": _meta(encoded.width, encoded.height), "small": _meta(encoded.small_width, encoded.small_height)}
+
+
 async def store_upload(
     ctx: Context, field: FileField, description: str | None, focus: str | None, account_id: int
 ) -> Row:
@@ -349,12 +370,10 @@ async def store_upload(
 
     def work() -> tuple[Encoded, list[str]]:
         encoded = _decode(_read(field))
-        paths = _write(ctx.config.media_path, "attachments",
-                       [(f".{encoded.ext}", encoded.data), (f"-small.{encoded.small_ext}", encoded.small)])
-        return encoded, paths
+        return encoded, write_attachment(ctx.config.media_path, encoded)
 
     encoded, paths = await asyncio.to_thread(work)
-    meta = {"original": _meta(encoded.width, encoded.height), "small": _meta(encoded.small_width, encoded.small_height)}
+    meta = attachment_meta(encoded)
     try:
         async with ctx.db.write() as tx:
             media_id = tx.new_id()

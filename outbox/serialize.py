@@ -22,6 +22,7 @@ CONTEXT: list[Any] = [
         "blurhash": "toot:blurhash",
         "focalPoint": {"@container": "@list", "@id": "toot:focalPoint"},
         "votersCount": "toot:votersCount",
+        "previously": {"@id": "https://swicg.github.io/activitypub-data-portability/lola#previously", "@type": "@id"},
     },
 ]
 
@@ -78,6 +79,8 @@ async def note(db: Database, base: str, status: Row, author: Row) -> dict[str, A
         obj["contentMap"] = {status["language"]: status["content"]}
     if status["edited_at"]:
         obj["updated"] = iso_seconds(status["edited_at"])
+    if status["previous_uri"]:
+        obj["previously"] = status["previous_uri"]  # imported from an archive: the id it had before (LOLA)
     return obj
 
 

@@ -11,8 +11,9 @@ from fedi.jobs import JobHandler
 
 def job_handlers() -> dict[str, JobHandler]:
     """Job kind -> handler, for fedi.jobs.JobRunner."""
-    from fedi.portability import archive_export
+    from fedi.portability import archive_export, archive_import
 
     handlers: dict[str, JobHandler] = {}
     handlers[archive_export.KIND] = archive_export.run_job
+    handlers[archive_import.KIND] = archive_import.import_archive_step
     return handlers

@@ -29,6 +29,8 @@ async def index(request: web.Request, session: Session) -> web.StreamResponse:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/settings", index)
-    from fedi.web import settings_export  # its pages use settings_page above
+    # Imported here: the pages' modules use settings_page above.
+    from fedi.web import settings_archive, settings_export
 
     settings_export.setup(app)
+    settings_archive.setup(app)
