@@ -11,4 +11,6 @@ from fedi.jobs import JobHandler
 
 def job_handlers() -> dict[str, JobHandler]:
     """Job kind -> handler, for fedi.jobs.JobRunner."""
-    return {}
+    from fedi.portability import import_jobs
+
+    return {import_jobs.KIND: import_jobs.run_import_step}
