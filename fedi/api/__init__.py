@@ -15,6 +15,7 @@ from fedi.api import (
     blocks,
     conversations,
     filters,
+    imports,
     profile,
     registration,
     reports,
@@ -41,5 +42,5 @@ def setup(app: web.Application) -> None:
                    timelines, notifications, search, media,
                    lists, user_data, streaming, polls, scheduled, filters, tags, conversations,
                    reports, admin_reports, admin_accounts, admin_measures, admin_moderation, admin_domains,
-                   admin_blocklists):
+                   admin_blocklists, imports):
         module.setup(app)

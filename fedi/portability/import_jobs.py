@@ -33,7 +33,12 @@ from fedi.context import Context
 from fedi.db import Row
 from fedi.jobs import JobError, queue_job, set_progress, set_result
 from fedi.jsonutil import dumps_str, loads_strict
-from fedi.portability.csv_import import ImportFileError, ParsedImport, parse_import
+from fedi.portability.csv_import import (
+    MODES,
+    ImportFileError,
+    ParsedImport,
+    parse_import,
+)
 from inbox.handlers import _fetch_remote_note, _store_note
 from outbox import actions, lists, social
 from outbox.actions import ActionError, FollowOptions
@@ -64,14 +69,15 @@ class RowRetry(Exception):
 # --- queueing ------------------------------------------------------------------------------------------------------
 
 
-async def queue_import(ctx: Context, account: Row, data: bytes, kind: str | None, mode: str = "merge") -> int:
-    """Parse the file and store the job with all its rows (one transaction); returns the job id.
+async def read_import(data: bytes, kind: str | None) -> ParsedImport:
+    """Parse an upload off the event loop (a 20,000-row file must not stall the server); raises ImportFileError."""
+    return await asyncio.to_thread(parse_import, data, kind)
 
-    Raises ImportFileError (naming the line) for a file that cannot be imported; then nothing is stored.
-    """
-    if mode not in ("merge", "overwrite"):
+
+async def queue_import(ctx: Context, account: Row, parsed: ParsedImport, mode: str = "merge") -> int:
+    """Store the job with all its rows in one transaction and wake the runner; returns the job id."""
+    if mode not in MODES:
         raise ImportFileError("mode must be merge or overwrite")
-    parsed: ParsedImport = await asyncio.to_thread(parse_import, data, kind)
     async with ctx.db.write() as tx:
         job_id = await queue_job(tx, KIND, account["id"], {"type": parsed.type, "mode": mode}, total=len(parsed.rows))
         await tx.executemany(
