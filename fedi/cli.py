@@ -242,6 +242,9 @@ def _parser() -> argparse.ArgumentParser:
     from fedi.cli_subscriptions import register as register_subscriptions
 
     register_subscriptions(sub)
+    from fedi.cli_import import register as register_import
+
+    register_import(sub)
     return parser
 
 

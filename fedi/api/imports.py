@@ -10,10 +10,9 @@ type (`write` covers them all, as GoToSocial asks for).
 from __future__ import annotations
 
 from aiohttp import web
-
-from fedi.api.auth import authenticate, require
 from aiohttp.web_request import FileField
 
+from fedi.api.auth import authenticate, require
 from fedi.api.params import close_files, read_params
 from fedi.api.respond import json_response
 from fedi.context import CTX
