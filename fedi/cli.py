@@ -245,6 +245,9 @@ def _parser() -> argparse.ArgumentParser:
     from fedi.cli_export import register as register_export
 
     register_export(sub)
+    from fedi.cli_import import register as register_import
+
+    register_import(sub)
     return parser
 
 

@@ -16,6 +16,7 @@ from fedi.api import (
     conversations,
     exports,
     filters,
+    imports,
     profile,
     registration,
     reports,
@@ -42,5 +43,5 @@ def setup(app: web.Application) -> None:
                    timelines, notifications, search, media,
                    lists, user_data, streaming, polls, scheduled, filters, tags, conversations,
                    reports, exports, admin_reports, admin_accounts, admin_measures, admin_moderation, admin_domains,
-                   admin_blocklists):
+                   admin_blocklists, imports):
         module.setup(app)

@@ -18,14 +18,14 @@ from fedi.api.paging import fetch_page, page_from, paged_json
 from fedi.api.params import Params, read_params
 from fedi.api.respond import json_response
 from fedi.api.visibility import parse_id
-from fedi.clock import now
 from fedi.context import CTX
 from fedi.db import Row
 from fedi.errors import HttpError
+from outbox import lists
+from outbox.actions import ActionError
+from outbox.lists import MAX_TITLE_CHARS
 
 REPLIES_POLICIES = ("followed", "list", "none")
-MAX_TITLE_CHARS = 256
-MAX_LISTS = 50
 MAX_ACCOUNT_IDS = 100
 
 
@@ -72,16 +72,10 @@ async def create(request: web.Request) -> web.Response:
     params = await read_params(request)
     title, policy = _title(params, True), _policy(params) or "list"
     exclusive = params.bool("exclusive")
-    async with ctx.db.write() as tx:
-        count = (await tx.fetchone("SELECT count(*) FROM lists WHERE account_id = ?", (auth.account["id"],)))[0]
-        if count >= MAX_LISTS:
-            raise HttpError(422, f"Validation failed: at most {MAX_LISTS} lists")
-        list_id = tx.new_id()
-        await tx.execute(
-            "INSERT INTO lists (id, account_id, title, replies_policy, exclusive, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (list_id, auth.account["id"], title, policy, int(exclusive), now()),
-        )
-        row = await tx.fetchone("SELECT * FROM lists WHERE id = ?", (list_id,))
+    try:
+        row = await lists.create_list(ctx, auth.account, title or "", policy, exclusive)
+    except ActionError as exc:
+        raise HttpError(exc.status, f"Validation failed: {exc}") from None
     return json_response(list_entity(row))
 
 
@@ -113,9 +107,7 @@ async def delete(request: web.Request) -> web.Response:
     auth = await require(request, "write:lists")
     ctx = request.app[CTX]
     row = await _own_list(request, auth.account["id"])
-    async with ctx.db.write() as tx:
-        await tx.execute("DELETE FROM list_accounts WHERE list_id = ?", (row["id"],))
-        await tx.execute("DELETE FROM lists WHERE id = ?", (row["id"],))
+    await lists.delete_list(ctx, row)
     return json_response({})
 
 
@@ -152,18 +144,10 @@ async def add_members(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     row = await _own_list(request, auth.account["id"])
     ids = _account_ids(await read_params(request))
-    ph = ",".join("?" for _ in ids)
-    async with ctx.db.write() as tx:
-        known = {r[0] for r in await tx.fetchall(f"SELECT id FROM accounts WHERE id IN ({ph})", ids)}
-        if len(known) != len(ids):
-            raise HttpError(404, NOT_FOUND)
-        followed = {r[0] for r in await tx.fetchall(
-            f"SELECT target_account_id FROM follows WHERE account_id = ? AND state = 'accepted'"
-            f" AND target_account_id IN ({ph})", [auth.account["id"], *ids])}
-        if len(followed) != len(ids):
-            raise HttpError(422, "Validation failed: Account has not been followed")
-        await tx.executemany("INSERT OR IGNORE INTO list_accounts (list_id, account_id) VALUES (?, ?)",
-                             [(row["id"], i) for i in ids])
+    try:
+        await lists.add_members(ctx, auth.account, row, ids)
+    except ActionError as exc:
+        raise HttpError(exc.status, NOT_FOUND if exc.status == 404 else f"Validation failed: {exc}") from None
     return json_response({})
 
 
@@ -173,8 +157,7 @@ async def remove_members(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     row = await _own_list(request, auth.account["id"])
     ids = _account_ids(await read_params(request))
-    async with ctx.db.write() as tx:
-        await tx.executemany("DELETE FROM list_accounts WHERE list_id = ? AND account_id = ?", [(row["id"], i) for i in ids])
+    await lists.remove_members(ctx, row, ids)
     return json_response({})
 
 

@@ -24,7 +24,7 @@ from fedi.context import CTX, Context
 from fedi.db import Row
 from fedi.errors import HttpError
 from fedi.threads import thread_root
-from outbox import actions
+from outbox import actions, lists
 from outbox.actions import ActionError
 
 MAX_PINS = 5
@@ -85,16 +85,11 @@ async def _unreblog(ctx: Context, me: Row, status: Row) -> None:
 
 
 async def _bookmark(ctx: Context, me: Row, status: Row) -> None:
-    async with ctx.db.write() as tx:
-        await tx.execute(
-            "INSERT OR IGNORE INTO bookmarks (id, account_id, status_id, created_at) VALUES (?, ?, ?, ?)",
-            (tx.new_id(), me["id"], status["id"], now()),
-        )
+    await lists.bookmark(ctx, me, status["id"])
 
 
 async def _unbookmark(ctx: Context, me: Row, status: Row) -> None:
-    async with ctx.db.write() as tx:
-        await tx.execute("DELETE FROM bookmarks WHERE account_id = ? AND status_id = ?", (me["id"], status["id"]))
+    await lists.unbookmark(ctx, me, status["id"])
 
 
 async def _pin(ctx: Context, me: Row, status: Row) -> None:

@@ -11,9 +11,10 @@ from fedi.jobs import JobHandler
 
 def job_handlers() -> dict[str, JobHandler]:
     """Job kind -> handler, for fedi.jobs.JobRunner."""
-    from fedi.portability import archive_export, archive_import
+    from fedi.portability import archive_export, archive_import, import_jobs
 
-    handlers: dict[str, JobHandler] = {}
-    handlers[archive_export.KIND] = archive_export.run_job
-    handlers[archive_import.KIND] = archive_import.import_archive_step
-    return handlers
+    return {
+        archive_export.KIND: archive_export.run_job,
+        archive_import.KIND: archive_import.import_archive_step,
+        import_jobs.KIND: import_jobs.run_import_step,
+    }
