@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from fedi.api import (
+    account_moves,
     accounts,
     admin_domains,
     admin_accounts,
@@ -41,5 +42,5 @@ def setup(app: web.Application) -> None:
                    timelines, notifications, search, media,
                    lists, user_data, streaming, polls, scheduled, filters, tags, conversations,
                    reports, admin_reports, admin_accounts, admin_measures, admin_moderation, admin_domains,
-                   admin_blocklists):
+                   admin_blocklists, account_moves):
         module.setup(app)

@@ -29,3 +29,6 @@ async def index(request: web.Request, session: Session) -> web.StreamResponse:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/settings", index)
+    from fedi.web import settings_move  # it builds on settings_page above
+
+    settings_move.setup(app)
