@@ -320,3 +320,74 @@ async def test_bad_inbound_moves_are_refused_and_change_nothing(network: Network
         assert await count(alpha, "SELECT count(*) FROM notifications WHERE type = 'move'") == 0
     finally:
         await peer.close()
+
+
+def one_error_line(result: Any) -> str:
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedi: "), result.stderr
+    return str(lines[0])
+
+
+def test_cli_alias_and_move_on_one_instance(tmp_path: Any) -> None:
+    from tests.processes import FediProcess
+
+    inst = FediProcess(tmp_path, "solo")
+    inst.ok("init")
+    for name in ("alice", "bob", "dave"):
+        inst.create_account(name)
+    alice_uri, bob_uri = f"{inst.base}/users/alice", f"{inst.base}/users/bob"
+    inst.ok("follow", "dave", f"@alice@{inst.domain}")
+
+    assert "could not reach http://127.0.0.1:1/users/x" in one_error_line(
+        inst.cli("account", "alias", "bob", "http://127.0.0.1:1/users/x"))
+    assert inst.query("SELECT also_known_as_json FROM accounts WHERE uri = ?", (bob_uri,))[0][0] == "[]"
+    assert inst.ok("account", "alias", "bob", f"@alice@{inst.domain}").strip() == f"bob: {alice_uri}"
+
+    assert one_error_line(inst.cli("account", "move", "alice", bob_uri, stdin="wrong\n")) == "fedi: the password is wrong"
+    assert one_error_line(inst.cli("account", "move", "alice", bob_uri)) == "fedi: no password on standard input"
+    assert inst.query("SELECT moved_to_uri FROM accounts WHERE uri = ?", (alice_uri,))[0][0] is None
+    out = inst.ok("account", "move", "alice", f"@bob@{inst.domain}", stdin="correct horse battery\n")
+    assert out.strip() == f"alice moved to {bob_uri}"
+    rows = inst.query("SELECT a.uri, f.state FROM follows f JOIN accounts a ON a.id = f.target_account_id"
+                      " JOIN accounts d ON d.id = f.account_id WHERE d.username = 'dave'")
+    assert [tuple(r) for r in rows] == [(bob_uri, "accepted")]
+    assert one_error_line(inst.cli("post", "alice", "hello")) == f"fedi: this account has moved to {bob_uri}"
+    assert "moved within the last 7 days" in one_error_line(
+        inst.cli("account", "move", "bob", alice_uri, stdin="correct horse battery\n"))  # bob just took alice in
+
+
+async def test_settings_pages_set_an_alias_and_move(network: Network) -> None:
+    from tests.web_client import browser
+
+    alpha, beta = await network.add("alpha.test"), await network.add("beta.test")
+    _, old = await user(alpha, "alice")
+    _, new = await user(beta, "alice")
+    on_beta = await browser(beta, "alice")
+    on_alpha = await browser(alpha, "alice")
+    try:
+        status, body, _ = await on_beta.get("/settings/aliases")
+        assert status == 200 and "no aliases" in body and body.count('name="also_known_as_uris"') == 5
+        status, body, _ = await on_beta.post("/settings/aliases", {"also_known_as_uris": "http://nowhere.test:1/u"})
+        assert status == 422 and "could not reach" in body
+        status, body, _ = await on_beta.post("/settings/aliases", {"also_known_as_uris": handle(alpha, "alice")})
+        assert status == 200 and "Aliases saved." in body and f'href="{old["uri"]}"' in body
+        assert json.loads((await beta.ctx.db.fetchone(
+            "SELECT also_known_as_json FROM accounts WHERE id = ?", (new["id"],)))[0]) == [old["uri"]]
+
+        status, body, _ = await on_alpha.get("/settings/migration")
+        assert status == 200 and "has not moved" in body and 'name="moved_to_uri"' in body and 'name="password"' in body
+        status, body, _ = await on_alpha.post("/settings/migration", {"moved_to_uri": new["uri"], "password": "nope"})
+        assert status == 422 and "the password is wrong" in body
+        assert await moves_sent(alpha) == 0
+        status, body, _ = await on_alpha.post("/settings/migration", {"moved_to_uri": new["uri"], "password": PASSWORD},
+                                              csrf=False)
+        assert status == 403 and await moves_sent(alpha) == 0  # no CSRF token, nothing done
+        status, body, _ = await on_alpha.post("/settings/migration", {"moved_to_uri": new["uri"], "password": PASSWORD})
+        assert status == 200 and "has moved to" in body and new["uri"] in body
+        assert await moves_sent(alpha) == 1
+        status, body, _ = await on_alpha.get("/settings/migration")  # still signed in after the move
+        assert status == 200 and "has moved to" in body
+    finally:
+        await on_beta.close()
+        await on_alpha.close()
