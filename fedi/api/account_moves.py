@@ -31,6 +31,7 @@ async def alias(request: web.Request) -> web.Response:
     refs = params.list("also_known_as_uris")
     if len(refs) > MAX_ALIASES * 4 or not all(isinstance(r, str) for r in refs):
         raise HttpError(422, f"also_known_as_uris must be a list of at most {MAX_ALIASES} URIs or handles")
+    assert auth.account is not None  # require() insists on a user
     account = await set_aliases(ctx, auth.account, refs)
     return json_response(await entities.credential_account(ctx, account))
 
@@ -44,6 +45,7 @@ async def move(request: web.Request) -> web.Response:
     target = params.str("moved_to_uri", max_length=2000) or ""
     if not password or not target:
         raise HttpError(422, "password and moved_to_uri are required")
+    assert auth.account is not None
     await move_account(request.app[CTX], auth.account, target, password)
     return json_response({"message": "accepted"}, status=202)
 
