@@ -24,6 +24,8 @@ SECURITY_CONTEXT = "https://w3id.org/security/v1"
 
 ACTOR_TERMS: dict[str, Any] = {
     "manuallyApprovesFollowers": "as:manuallyApprovesFollowers",
+    "movedTo": {"@id": "as:movedTo", "@type": "@id"},
+    "alsoKnownAs": {"@id": "as:alsoKnownAs", "@type": "@id"},
     "toot": "http://joinmastodon.org/ns#",
     "featured": {"@id": "toot:featured", "@type": "@id"},
     "discoverable": "toot:discoverable",
@@ -64,6 +66,15 @@ def _fields(raw: str | None) -> list[dict[str, str]]:
     ]
 
 
+def also_known_as(row: Row) -> list[str]:
+    """The account's aliases (accounts.also_known_as_json), a list of actor URIs."""
+    try:
+        items = json.loads(row["also_known_as_json"] or "[]")
+    except ValueError:
+        return []
+    return [i for i in items if isinstance(i, str)] if isinstance(items, list) else []
+
+
 def actor_document(config: Config, row: Row) -> dict[str, Any]:
     """The actor document for a local accounts row (Person, Service or the Application instance actor)."""
     is_instance = row["actor_type"] == "Application"
@@ -92,6 +103,11 @@ def actor_document(config: Config, row: Row) -> dict[str, Any]:
         "attachment": _fields(row["fields_json"]),
         "tag": [],
     }
+    aliases = also_known_as(row)
+    if aliases:
+        doc["alsoKnownAs"] = aliases
+    if row["moved_to_uri"]:
+        doc["movedTo"] = row["moved_to_uri"]
     if row["avatar_url"]:
         doc["icon"] = _image(row["avatar_url"])
     if row["header_url"]:

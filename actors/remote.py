@@ -25,6 +25,7 @@ from actors.local import instance_signer
 log = logging.getLogger("fedi.actors")
 
 ACTOR_TYPES = {"Person", "Service", "Application", "Group", "Organization"}
+MAX_ALIASES = 20  # alsoKnownAs entries kept for a remote actor (a move checks only whether one is listed)
 
 
 class ActorError(Exception):
@@ -47,11 +48,26 @@ def _first_url(value: Any) -> str | None:
     return value if is_valid_url(value) else None
 
 
+def _first_id(value: Any) -> Any:
+    return value.get("id") if isinstance(value, dict) else value
+
+
 def _key_of(doc: dict[str, Any]) -> dict[str, Any] | None:
     key = doc.get("publicKey")
     if isinstance(key, list):
         key = key[0] if key else None
     return key if isinstance(key, dict) else None
+
+
+def _aliases(value: Any) -> list[str]:
+    """`alsoKnownAs` as a bounded list of distinct http(s) URIs (a string or a list of strings or objects)."""
+    items = value if isinstance(value, list) else [value]
+    found: list[str] = []
+    for item in items[:100]:
+        uri = item.get("id") if isinstance(item, dict) else item
+        if isinstance(uri, str) and is_valid_url(uri) and len(uri) <= 2000 and uri not in found:
+            found.append(uri)
+    return found[:MAX_ALIASES]
 
 
 def parse_actor(doc: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +128,8 @@ def parse_actor(doc: dict[str, Any]) -> dict[str, Any]:
         "public_key_id": key_id if pem else None,
         "public_key_pem": pem,
         "fields_json": dumps_str(fields[:16]),
+        "also_known_as_json": dumps_str(_aliases(doc.get("alsoKnownAs"))),
+        "moved_to_uri": moved if is_valid_url(moved := _first_id(doc.get("movedTo"))) and len(moved) <= 2000 else None,
         "created_at": published or now(),
     }
 
@@ -124,8 +142,14 @@ async def store_actor(ctx: Context, doc: dict[str, Any]) -> Row:
     ts = now()
     cols = [c for c in values if c != "created_at"]
     async with ctx.db.write() as tx:
-        existing = await tx.fetchone("SELECT id FROM accounts WHERE uri = ?", (values["uri"],))
+        existing = await tx.fetchone(
+            "SELECT a.id, t.uri AS moved_uri FROM accounts a LEFT JOIN accounts t ON t.id = a.moved_to_account_id"
+            " WHERE a.uri = ?", (values["uri"],),
+        )
         if existing:
+            if existing["moved_uri"] is not None and existing["moved_uri"] != values["moved_to_uri"]:
+                cols.append("moved_to_account_id")  # a verified move (inbox/move.py) the actor no longer claims
+                values["moved_to_account_id"] = None
             await tx.execute(
                 f"UPDATE accounts SET {', '.join(c + ' = ?' for c in cols)}, updated_at = ?, fetched_at = ?,"
                 " gone_at = NULL WHERE id = ?",

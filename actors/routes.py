@@ -40,7 +40,19 @@ def _gone(request: web.Request, row: Row) -> web.Response:
     raise HttpError(410, "gone", headers=VARY)
 
 
+async def _moved_away(ctx: Context, row: Row) -> web.Response | None:
+    """A moved account's HTML profile sends browsers to the new account (its JSON keeps being served)."""
+    if not row["moved_to_uri"]:
+        return None
+    target = await ctx.db.fetchone("SELECT url, uri FROM accounts WHERE id = ?", (row["moved_to_account_id"],))
+    location = (target["url"] or target["uri"]) if target else row["moved_to_uri"]
+    return web.Response(status=302, headers={"Location": location, **VARY})
+
+
 async def _profile_page(request: web.Request, ctx: Context, row: Row) -> web.Response:
+    moved = await _moved_away(ctx, row)
+    if moved is not None:
+        return moved
     counts = await ctx.db.fetchone(  # trigger-maintained counters: no count over a big account's rows per view
         """SELECT coalesce(max(followers_count), 0) AS followers, coalesce(max(following_count), 0) AS following,
                   coalesce(max(statuses_count), 0) AS posts FROM account_stats WHERE account_id = ?""",

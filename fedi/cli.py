@@ -225,6 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     suspend = account.add_parser("suspend", help="suspend a local account")
     suspend.add_argument("name")
     suspend.set_defaults(func=cmd_account_suspend)
+    from fedi.cli_move import register as register_move
+
+    register_move(account)
     post = sub.add_parser("post", help="publish a post as NAME (Markdown)")
     post.add_argument("name")
     post.add_argument("text")

@@ -24,6 +24,7 @@ from fedi.moderation.keyword_rules import check_rules
 from fedi.moderation.reports import receive_flag
 from fedi.origin import same_origin
 from fedi.statuses import insert_status, record_edit, set_mentions, set_tags, tombstone
+from inbox.move import on_move
 from inbox.parse import NOTE_TYPES, ParseError, object_id, parse_note, visibility
 from outbox.actions import send_follow_answer
 from outbox.polls import add_vote, vote_problem
@@ -441,4 +442,5 @@ HANDLERS: dict[str, Handler] = {
     "Announce": on_announce,
     "Block": on_block,
     "Flag": on_flag,
+    "Move": on_move,
 }

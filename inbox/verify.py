@@ -101,6 +101,8 @@ def check_authority(ctx: Context, activity: dict[str, Any], kind: str, actor: st
                 raise forbidden("object is attributed to someone else")
         elif obj_id != actor:
             raise forbidden("actor may only update itself")
+    if kind == "Move" and object_id(obj) != actor:
+        raise forbidden("an actor may only move itself")
     if kind in ("Delete", "Undo"):
         target = object_id(obj)
         if target is None:

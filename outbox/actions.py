@@ -192,6 +192,8 @@ async def _status_inboxes(tx: Tx, account: Row, visibility: str, mentioned: list
 
 async def create_status(ctx: Context, account: Row, req: PostRequest) -> Row:
     """Publish a local post: Markdown rendered, mentions and tags linked, Create(Note) delivered."""
+    if account["moved_to_uri"]:
+        raise ActionError(f"this account has moved to {account['moved_to_uri']}")
     text = req.text.strip()
     if not text and not req.media_ids:
         raise ActionError("text can't be blank")

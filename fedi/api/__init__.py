@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from fedi.api import (
+    account_moves,
     accounts,
     admin_domains,
     admin_accounts,
@@ -43,5 +44,5 @@ def setup(app: web.Application) -> None:
                    timelines, notifications, search, media,
                    lists, user_data, streaming, polls, scheduled, filters, tags, conversations,
                    reports, exports, admin_reports, admin_accounts, admin_measures, admin_moderation, admin_domains,
-                   admin_blocklists, imports):
+                   admin_blocklists, imports, account_moves):
         module.setup(app)

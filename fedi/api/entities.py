@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from actors.documents import also_known_as
 from fedi.clock import iso
 from fedi.context import Context
 from fedi.db import Row
@@ -57,7 +58,7 @@ def _media_url(ctx: Context, path: str | None, remote: str | None) -> str:
 #: these: a full row also carries key PEMs and collection URLs, twice the bytes for nothing.
 ACCOUNT_ENTITY_COLUMNS = (
     "id, username, domain, uri, url, actor_type, display_name, summary, avatar_url, header_url, avatar_path,"
-    " header_path, locked, bot, discoverable, fields_json, created_at, suspended_at"
+    " header_path, locked, bot, discoverable, fields_json, created_at, suspended_at, moved_to_account_id"
 )
 ACCOUNT_STATS_SQL = ("SELECT account_id, statuses_count, last_status_at, followers_count, following_count"
                      " FROM account_stats WHERE account_id IN ({ph})")
@@ -76,10 +77,28 @@ async def accounts(ctx: Context, rows: Iterable[Row]) -> dict[int, dict[str, Any
     return await _accounts(ctx, rows, await _account_stats(ctx, list({r["id"] for r in rows})))
 
 
-async def _accounts(ctx: Context, rows: list[Row], stat_rows: list[Row]) -> dict[int, dict[str, Any]]:
+def _moved_id(row: Row) -> int | None:
+    """The account this one moved to (a verified move), if the row carries the column."""
+    try:
+        return row["moved_to_account_id"]  # type: ignore[no-any-return]
+    except (IndexError, KeyError):
+        return None
+
+
+async def _moved(ctx: Context, rows: list[Row]) -> dict[int, dict[str, Any]]:
+    """The `moved` Account entities of moved accounts (one level deep, as Mastodon renders them)."""
+    ids = list({m for r in rows if (m := _moved_id(r)) is not None})
+    if not ids:
+        return {}
+    targets = await ctx.db.fetchall(f"SELECT {ACCOUNT_ENTITY_COLUMNS} FROM accounts WHERE id IN ({_placeholders(ids)})", ids)
+    return await _accounts(ctx, targets, await _account_stats(ctx, ids), nested=False)
+
+
+async def _accounts(ctx: Context, rows: list[Row], stat_rows: list[Row], *, nested: bool = True) -> dict[int, dict[str, Any]]:
     stats = {r[0]: r for r in stat_rows}
     out: dict[int, dict[str, Any]] = {}
     no_media = await media_rejected(ctx, (r["domain"] for r in rows))  # reject_media: remote files not shown
+    moved = await _moved(ctx, rows) if nested else {}
     for r in rows:
         st = stats.get(r["id"])
         count, last, followers, following = (st[1], st[2], st[3], st[4]) if st is not None else (0, None, 0, 0)
@@ -112,7 +131,7 @@ async def _accounts(ctx: Context, rows: list[Row], stat_rows: list[Row]) -> dict
             "memorial": False,
             "suspended": r["suspended_at"] is not None or None,
             "limited": None,
-            "moved": None,
+            "moved": moved.get(_moved_id(r)),  # type: ignore[arg-type]
             "roles": [],
             "created_at": _iso_date(r["created_at"]),
             "last_status_at": _midnight(int(last // 86400))[:10] if last else None,
@@ -154,6 +173,9 @@ async def credential_account(ctx: Context, row: Row) -> dict[str, Any]:
         "indexable": False,
         "attribution_domains": [],
     }
+    aliases = also_known_as(row)
+    if aliases:  # GoToSocial shows the aliases here (omitted when there are none)
+        entity["source"]["also_known_as_uris"] = aliases
     admin = bool(user and user["admin"])
     entity["role"] = {
         "id": "3" if admin else "-99", "name": "Admin" if admin else "", "color": "",

@@ -87,14 +87,17 @@ async def render(ctx: Context, rows: list[Row], viewer: Row) -> list[dict[str, A
         status = statuses.get(str(r["status_id"])) if r["status_id"] is not None else None
         if r["status_id"] is not None and status is None:
             continue  # hidden by a filter
-        out.append({
+        entity = {
             "id": str(r["id"]),
             "type": r["type"],
             "group_key": f"ungrouped-{r['id']}",
             "created_at": iso(r["created_at"]),
             "account": accounts[r["from_account_id"]],
             "status": status,
-        })
+        }
+        if r["type"] == "move":  # Mastodon: `account` moved, `target` is where it went
+            entity["target"] = accounts[r["from_account_id"]].get("moved")
+        out.append(entity)
     return out
 
 

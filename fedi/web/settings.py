@@ -30,8 +30,9 @@ async def index(request: web.Request, session: Session) -> web.StreamResponse:
 def setup(app: web.Application) -> None:
     app.router.add_get("/settings", index)
     # Imported here: the pages' modules use settings_page above.
-    from fedi.web import settings_archive, settings_export, settings_import
+    from fedi.web import settings_archive, settings_export, settings_import, settings_move
 
+    settings_move.setup(app)
     settings_export.setup(app)
     settings_import.setup(app)
     settings_archive.setup(app)
