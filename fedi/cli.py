@@ -186,6 +186,7 @@ async def cmd_queue(config: Config, args: argparse.Namespace) -> int:
         )
         inbox = await db.fetchall("SELECT state, count(*) AS n FROM inbox_activities GROUP BY state ORDER BY state")
         hosts = await db.fetchall("SELECT host FROM hosts WHERE unavailable_since IS NOT NULL ORDER BY host")
+        jobs = await db.fetchall("SELECT kind, state, count(*) AS n FROM jobs GROUP BY kind, state ORDER BY kind, state")
     finally:
         await db.close()
     print("deliveries:")
@@ -199,6 +200,11 @@ async def cmd_queue(config: Config, args: argparse.Namespace) -> int:
         print("  (none)")
     for row in inbox:
         print(f"  {row['state']}\t{row['n']}")
+    print("jobs (exports, imports):")
+    if not jobs:
+        print("  (none)")
+    for row in jobs:
+        print(f"  {row['kind']}\t{row['state']}\t{row['n']}")
     if hosts:
         print("unavailable hosts: " + ", ".join(r["host"] for r in hosts))
     return 0

@@ -427,3 +427,5 @@ def test_cli_queues_an_import_and_refuses_a_bad_file(tmp_path: Path) -> None:
         result = inst.cli("import", "alice", str(archive))
         assert result.returncode == 0 and result.stdout.startswith("queued archive import job "), result.stderr
         assert [r["kind"] for r in inst.query("SELECT kind FROM jobs ORDER BY id")] == ["import_csv", "import_archive"]
+        queue = inst.ok("queue")  # the admin sees them waiting
+        assert "  import_archive\tqueued\t1" in queue and "  import_csv\tqueued\t1" in queue, queue
