@@ -257,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     from fedi.cli_import import register as register_import
 
     register_import(sub)
+    from fedi.cli_backup import register as register_backup
+
+    register_backup(sub)
     return parser
 
 
@@ -282,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     path = resolve_path(args.config)
     config: Config | None = None
     try:
+        if hasattr(args, "with_config_path"):  # backup and restore read (or write) the config file themselves
+            return int(args.with_config_path(path, args))
         if args.command == "init" and not os.path.exists(path):
             _write_default_config(path, args)
         config = load_config(path)

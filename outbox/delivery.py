@@ -33,7 +33,7 @@ from fedi.context import Context
 from fedi.db import Tx
 from fedi.http_client import FetchError, PostResult, Signer
 from fedi.moderation.domains import WITHDRAWALS, current as domain_rules
-from outbox.queue import HELD, backoff_delay, check_transition, retry_after_seconds
+from outbox.queue import HELD, backoff_delay, check_transition, note_troubled, retry_after_seconds
 
 log = logging.getLogger("fedi.delivery")
 
@@ -49,7 +49,8 @@ HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 # Due rows, at most `per_host` per host counting the rows of that host whose lease
 # is still running (`locked_until > now`: in flight in some worker, or held by a
-# crashed one until its lease runs out), oldest first. Leased rows always have
+# crashed one until its lease runs out); within a host the oldest queued (lowest
+# id) first, across hosts the longest due first. Leased rows always have
 # next_attempt_at <= now (nothing moves a locked row's next attempt later), so
 # one pass over the due rows sees both.
 _DUE = """
@@ -61,7 +62,7 @@ WITH candidates AS (
     SELECT host, count(*) AS n FROM candidates WHERE busy GROUP BY host
 ), due AS (
     SELECT id, host, next_attempt_at,
-           ROW_NUMBER() OVER (PARTITION BY host ORDER BY next_attempt_at, id) AS rn
+           ROW_NUMBER() OVER (PARTITION BY host ORDER BY id) AS rn
     FROM candidates WHERE NOT busy
 )
 SELECT due.id FROM due LEFT JOIN in_flight AS b ON b.host = due.host
@@ -70,7 +71,8 @@ ORDER BY due.next_attempt_at LIMIT :limit
 """
 # The same over a window: the `scan` oldest free due rows only, with the leases of
 # just their hosts counted (through the host index). Its first `limit` rows are the
-# first `limit` of _DUE (whatever lies past the window is due later), so it is used
+# first `limit` of _DUE (whatever lies past the window is due later; a host's rows
+# fall due in queue order, which `_record_hosts` keeps: see there), so it is used
 # whenever it finds `limit` rows, or the window holds every free due row; only a
 # window full of hosts at their limit (a backlog for a slow host) needs _DUE.
 _DUE_WINDOW = """
@@ -84,7 +86,7 @@ WITH candidates AS (
     GROUP BY host
 ), due AS (
     SELECT id, host, next_attempt_at,
-           ROW_NUMBER() OVER (PARTITION BY host ORDER BY next_attempt_at, id) AS rn
+           ROW_NUMBER() OVER (PARTITION BY host ORDER BY id) AS rn
     FROM candidates
 )
 SELECT due.id, (SELECT count(*) FROM candidates) AS scanned FROM due LEFT JOIN in_flight AS b ON b.host = due.host
@@ -428,13 +430,25 @@ class DeliveryWorker:
                     await self._inbox_gone(tx, o.delivery.inbox_url, now)
 
     async def _record_hosts(self, tx: Tx, outcomes: list[Outcome], now: float) -> None:
-        """Success clears a host's failure streak; a streak as long as the max age makes it unavailable."""
+        """Success clears a host's failure streak; a streak as long as the max age makes it unavailable.
+
+        A host's queue keeps its order through an outage. While it fails, every delivery to it
+        that waits for a retry waits for the same moment (the latest retry time this batch gave
+        one of them), so when that comes the oldest `delivery_per_host_concurrency` go first; when
+        it gets through again after failing for at least `delivery_first_retry_seconds` (or after
+        being marked unavailable), everything queued for it is due at once and goes oldest first.
+        The first-retry bound is host_seen's: an inbox that keeps failing on a host that works
+        is not retried at every success of its neighbours. Only failures and recoveries cost a
+        statement per host; a batch of successes to healthy hosts costs one look-up.
+        """
+        fed = self.ctx.config.federation
         ok = sorted({o.delivery.host for o in outcomes if o.host_ok})
         bad = sorted({o.delivery.host for o in outcomes if o.host_ok is False} - set(ok))
-        # Only a host that had been failing can have deliveries held back (one look for the batch).
+        # Only a host that had been failing can have deliveries waiting for it (one look for the batch).
         recovered = [r[0] for r in await tx.fetchall(
             f"SELECT host FROM hosts WHERE host IN ({','.join('?' * len(ok))})"
-            " AND (failures > 0 OR unavailable_since IS NOT NULL)", ok,
+            " AND (unavailable_since IS NOT NULL OR (failures > 0 AND first_failure_at <= ?))",
+            [*ok, now - fed.delivery_first_retry_seconds],
         )] if ok else []
         await tx.executemany(
             """INSERT INTO hosts (host, last_success_at) VALUES (?, ?) ON CONFLICT (host) DO UPDATE SET
@@ -442,16 +456,20 @@ class DeliveryWorker:
                    last_success_at = excluded.last_success_at""",
             [(host, now) for host in ok],
         )
-        await tx.executemany(  # deliveries held while the host was unavailable can go now
-            "UPDATE deliveries SET next_attempt_at = ? WHERE host = ? AND state = 'pending' AND next_attempt_at >= ?",
-            [(now, host, HELD) for host in recovered],
+        await tx.executemany(  # everything held or backing off for it can go now, oldest first (the lease's order)
+            "UPDATE deliveries SET next_attempt_at = ? WHERE host = ? AND state = 'pending' AND locked_until <= ?",
+            [(now, host, now) for host in recovered],
         )
         await tx.executemany(
             """INSERT INTO hosts (host, failures, first_failure_at) VALUES (?, 1, ?) ON CONFLICT (host) DO UPDATE SET
                    failures = failures + 1, first_failure_at = coalesce(first_failure_at, excluded.first_failure_at)""",
             [(host, now) for host in bad],
         )
-        since = now - self.ctx.config.federation.delivery_max_age_seconds
+        since = now - fed.delivery_max_age_seconds
+        retry_at: dict[str, float] = {}
+        for o in outcomes:
+            if o.host_ok is False and o.state == "pending" and o.delivery.host in bad:
+                retry_at[o.delivery.host] = max(retry_at.get(o.delivery.host, 0.0), o.next_attempt_at)
         for host in bad:
             cur = await tx.execute(
                 """UPDATE hosts SET unavailable_since = ?
@@ -463,6 +481,14 @@ class DeliveryWorker:
                     "UPDATE deliveries SET next_attempt_at = ? WHERE host = ? AND state = 'pending' AND locked_until <= ?",
                     (HELD, host, now),
                 )
+            elif host in retry_at:  # one retry time for everything waiting for a retry to this host
+                await tx.execute(
+                    """UPDATE deliveries SET next_attempt_at = ? WHERE host = ? AND state = 'pending'
+                           AND locked_until <= ? AND next_attempt_at > ? AND next_attempt_at < ?""",
+                    (retry_at[host], host, now, now, HELD),
+                )
+        if bad:
+            tx.after_commit.append(functools.partial(note_troubled, self.ctx.db, bad))
 
     async def _inbox_gone(self, tx: Tx, inbox_url: str, now: float) -> None:
         """A 410 from a remote actor's own inbox: the actor is gone, so drop it from follow lists."""

@@ -153,6 +153,14 @@ async def _troubled_hosts(db: "Database", when: float) -> set[str]:
     return hosts
 
 
+def note_troubled(db: Database, hosts: Iterable[str]) -> None:
+    """Failures to `hosts` were just recorded by this process: `host_seen` here knows at once
+    (a delivery process's failures reach the server's list at its next read)."""
+    cached = _troubled.get(db)
+    if cached is not None:
+        cached.hosts.update(hosts)
+
+
 async def host_seen(ctx: "Context", host: str, now: float | None = None) -> bool:
     """A verified request came from `host`: if we had given up on it, try it again now.
 
@@ -185,9 +193,9 @@ async def host_seen(ctx: "Context", host: str, now: float | None = None) -> bool
             "UPDATE hosts SET failures = 0, first_failure_at = NULL, unavailable_since = NULL WHERE host = ?",
             (host,),
         )
-        await tx.execute(
+        await tx.execute(  # all at one time, so they go out oldest first (the lease's order within a host)
             """UPDATE deliveries SET next_attempt_at = ?
-               WHERE host = ? AND state = 'pending' AND next_attempt_at > ?""",
+               WHERE host = ? AND state = 'pending' AND locked_until <= ?""",
             (when, host, when),
         )
         tx.after_commit.append(ctx.wake_delivery)

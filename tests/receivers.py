@@ -66,12 +66,13 @@ class Receiver:
         finally:
             self.in_flight -= 1
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on `port` (a free one by default; the same one again to come back after an outage)."""
         app = web.Application()
         app.router.add_post("/inbox", self.inbox)
         self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
         await site.start()
         self.port = self.runner.addresses[0][1]
 
