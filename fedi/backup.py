@@ -27,7 +27,7 @@ import sqlite3
 import stat
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -41,6 +41,12 @@ MANIFEST = "manifest.json"
 CONFIG = "config.toml"
 DATABASE = "fedi.sqlite3"
 MEDIA = "media"
+#: Folders copied whole, by their name in a backup: uploads, and archives waiting for their import
+#: job (their rows are in the database). Finished exports are left out: they can be made again.
+FOLDERS: tuple[tuple[str, Callable[[Config], str]], ...] = (
+    (MEDIA, lambda config: config.media_path),
+    ("imports", lambda config: config.imports_path),
+)
 FORMAT = "fedi-backup"
 FORMAT_VERSION = 1
 CHUNK = 1 << 20
@@ -96,10 +102,11 @@ def backup(config: Config, config_path: str, directory: str) -> BackupSummary:
     if entry is None:
         raise BackupError(f"{config_path} is gone")
     files[CONFIG] = entry
-    for rel, source in _media_files(Path(config.media_path)):
-        entry = _copy_file(source, out / MEDIA / rel)
-        if entry is not None:  # a file deleted while we copy (its post deleted) is left out
-            files[f"{MEDIA}/{rel}"] = entry
+    for folder, where in FOLDERS:
+        for rel, source in _media_files(Path(where(config))):
+            entry = _copy_file(source, out / folder / rel)
+            if entry is not None:  # a file deleted while we copy (its post deleted) is left out
+                files[f"{folder}/{rel}"] = entry
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -287,13 +294,15 @@ def restore(directory: str, config_path: str) -> RestoreSummary:
     _place(root / DATABASE, partial, PRIVATE_FILE)
     os.replace(partial, database)
     _fsync(database.parent)
+    for folder, where in FOLDERS:
+        target = Path(where(config))
+        target.mkdir(parents=True, exist_ok=True)
+        for rel in sorted(name[len(folder) + 1:] for name in files if name.startswith(folder + "/")):
+            _place(root / folder / rel, target / rel, 0o644 if folder == MEDIA else PRIVATE_FILE)
     media = Path(config.media_path)
-    names = sorted(name[len(MEDIA) + 1:] for name in files if name.startswith(MEDIA + "/"))
-    media.mkdir(parents=True, exist_ok=True)
-    for rel in names:
-        _place(root / MEDIA / rel, media / rel, 0o644)
+    restored = sum(1 for name in files if name.startswith(MEDIA + "/"))
     return RestoreSummary(manifest["domain"], schema_version, os.path.abspath(config_path), not config_exists,
-                          str(database), str(media), len(names))
+                          str(database), str(media), restored)
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -328,11 +337,12 @@ def _read_manifest(root: Path) -> dict[str, Any]:
 
 
 def _allowed_name(name: str) -> bool:
-    """config.toml, fedi.sqlite3 or media/<relative path>: nothing absolute, no `..`, no backslash."""
+    """config.toml, fedi.sqlite3, media/<relative path> or imports/<relative path>: nothing absolute,
+    no `..`, no backslash."""
     if name in (CONFIG, DATABASE):
         return True
     parts = PurePosixPath(name).parts
-    return (name.startswith(MEDIA + "/") and "\\" not in name and "\0" not in name and len(parts) >= 2
+    return (any(name.startswith(folder + "/") for folder, _ in FOLDERS) and "\\" not in name and "\0" not in name and len(parts) >= 2
             and all(part not in ("", ".", "..") for part in parts) and PurePosixPath(name).as_posix() == name)
 
 
@@ -401,9 +411,10 @@ def _check_empty(config: Config) -> None:
             raise BackupError(f"{path} already exists with data: restore only into an empty instance")
     if not database.parent.is_dir():
         raise BackupError(f"{database.parent} does not exist: make the folder for the database first")
-    media = Path(config.media_path)
-    if media.exists() and (not media.is_dir() or any(media.iterdir())):
-        raise BackupError(f"{media} is not an empty folder: restore only into an empty instance")
+    for _, where in FOLDERS:
+        folder = Path(where(config))
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise BackupError(f"{folder} is not an empty folder: restore only into an empty instance")
 
 
 def _place(source: Path, target: Path, mode: int) -> None:

@@ -133,6 +133,11 @@ class Config:
         return os.path.join(self.base_dir, path)
 
     @property
+    def imports_path(self) -> str:
+        """Uploaded archives waiting for their import job: beside the database, never under the public media folder."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.database_path)), "imports")
+
+    @property
     def media_path(self) -> str:
         """Folder for uploaded images; a relative path resolves against the config file's folder."""
         path = self.media.path

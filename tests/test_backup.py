@@ -37,6 +37,7 @@ from tests.peer import (
     rsa_sign,
     signature_value,
 )
+from tests.test_archive_import import write_archive
 from tests.processes import FediProcess, FediProcesses, run_cli, wait_for_async
 from tests.receivers import Receiver, add_remote_followers
 
@@ -249,6 +250,10 @@ def made(procs: FediProcesses, tmp_path: Path) -> tuple[FediProcess, Path]:
     inst.create_account("alice", password=PASSWORD)
     (inst.dir / "media" / "avatars" / "ab").mkdir(parents=True)
     (inst.dir / "media" / "avatars" / "ab" / "x.png").write_bytes(png())
+    archive = tmp_path / "posts.zip"  # a post import waits for the server in imports/, beside the database
+    write_archive(archive)
+    queued = inst.cli("import", "alice", str(archive))
+    assert queued.returncode == 0, queued.stderr
     out = inst.cli("backup", str(tmp_path / "backup"))
     assert out.returncode == 0, out.stderr
     return inst, tmp_path / "backup"
@@ -322,4 +327,7 @@ def test_restore_refuses_a_damaged_backup(made: tuple[FediProcess, Path], tmp_pa
     # The undamaged backup restores into the same empty place.
     ok = run_cli("restore", str(original), config=config)
     assert ok.returncode == 0, ok.stderr
-    assert {"config.toml", "fedi.sqlite3", "media/avatars/ab/x.png"} <= set(tree(config.parent))
+    restored = tree(config.parent)
+    assert {"config.toml", "fedi.sqlite3", "media/avatars/ab/x.png"} <= set(restored)
+    waiting = [name for name in restored if name.startswith("imports/archive-") and name.endswith(".zip")]
+    assert len(waiting) == 1 and restored[waiting[0]] == tree(original)[waiting[0]]

@@ -55,7 +55,7 @@ SPOOL_READ = 500
 
 def imports_dir(config: Config) -> str:
     """Where uploaded archives wait for their job: beside the database, never under the public media path."""
-    return os.path.join(os.path.dirname(os.path.abspath(config.database_path)), "imports")
+    return config.imports_path
 
 
 def _spool_and_check(path: str, spool_path: str) -> tuple[ArchiveSummary, list[tuple[float, int]]]:
@@ -89,7 +89,8 @@ async def queue_archive_import(ctx: Context, account: Row, archive_path: str) ->
         raise ArchiveError(f"the archive cannot be read: {exc.strerror or exc}") from None
     try:
         summary, order = await asyncio.to_thread(_spool_and_check, copy, spool_path)
-        params = {"path": copy, "followers": summary.followers_uri, "actor": summary.actor_uri}
+        # The file's name, not its path: a restored backup puts the imports folder elsewhere.
+        params = {"file": name + ".zip", "followers": summary.followers_uri, "actor": summary.actor_uri}
         async with ctx.db.write() as tx:
             job_id = await queue_job(tx, KIND, account["id"], params, total=summary.posts)
             for start in range(0, len(order), SPOOL_READ):
@@ -266,15 +267,16 @@ async def _batch(ctx: Context, job: Row) -> list[tuple[Row, dict[str, Any]]]:
 async def import_archive_step(ctx: Context, job: Row) -> float | None:
     """One step of an archive import: the next posts in order of publication, committed together."""
     params = loads_strict(job["params_json"])
+    archive = os.path.join(imports_dir(ctx.config), os.path.basename(params["file"]))
     account = await ctx.db.fetchone(
         "SELECT * FROM accounts WHERE id = ? AND domain IS NULL AND suspended_at IS NULL", (job["account_id"],)
     )
     if account is None:
-        _remove(params["path"])
+        _remove(archive)
         raise JobError("the account no longer exists")
     batch = await _batch(ctx, job)
     if not batch:
-        _remove(params["path"])
+        _remove(archive)
         return None
     known = {r["previous_uri"] for r in await ctx.db.fetchall(
         f"SELECT previous_uri FROM statuses WHERE account_id = ? AND previous_uri IN ({', '.join('?' for _ in batch)})",
@@ -283,7 +285,7 @@ async def import_archive_step(ctx: Context, job: Row) -> float | None:
     fresh = [post for _, post in batch if post["uri"] not in known]
     media_dir = ctx.config.media_path
     try:
-        prepared = await asyncio.to_thread(_prepare, params["path"], media_dir, fresh)
+        prepared = await asyncio.to_thread(_prepare, archive, media_dir, fresh)
     except (OSError, zipfile.BadZipFile, ArchiveError) as exc:
         raise JobError(f"the stored archive can no longer be read: {str(exc)[:200]}") from None
     written = dict(zip((p["uri"] for p in fresh), prepared))
